@@ -1,0 +1,1 @@
+"""Credentials: session JWTs, refresh tokens, personal access tokens, external OIDC tokens."""

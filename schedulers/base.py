@@ -1,0 +1,81 @@
+"""The interface every backend implements. All methods are coroutines: a backend that blocks
+(paramiko, pyslurm) runs its calls in worker threads, never on the event loop."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from schedulers.config import ClusterConfig
+from schedulers.models import (
+    AccountingRecord,
+    AssociationLimits,
+    Health,
+    Identity,
+    JobSpec,
+    JobStatus,
+    OutputChunk,
+    Submitted,
+)
+
+# Slurm job names carry this prefix and the gateway's marker goes to --comment.
+JOB_NAME_PREFIX = "hpcgw-"
+
+
+class Scheduler(ABC):
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @abstractmethod
+    async def submit(self, identity: Identity, spec: JobSpec) -> Submitted: ...
+
+    @abstractmethod
+    async def states(self, scheduler_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """States of live jobs, in one remote command. Jobs the queue no longer knows are absent:
+        read them with `accounting`."""
+
+    @abstractmethod
+    async def accounting(self, scheduler_ids: Sequence[str]) -> dict[str, AccountingRecord]:
+        """Accounting records, in one remote command. Absent = not recorded yet."""
+
+    @abstractmethod
+    async def cancel(self, identity: Identity, scheduler_id: str) -> None: ...
+
+    @abstractmethod
+    async def find_by_marker(self, identity: Identity, marker: str) -> str | None:
+        """The id of the job submitted with this marker, if Slurm knows one."""
+
+    @abstractmethod
+    async def read_output(self, identity: Identity, path: str, offset: int,
+                          limit: int) -> OutputChunk: ...
+
+    @abstractmethod
+    async def put_file(self, identity: Identity, path: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def get_file(self, identity: Identity, path: str, limit: int) -> bytes: ...
+
+    @abstractmethod
+    async def health(self) -> Health: ...
+
+    async def close(self) -> None:  # noqa: B027 - backends without resources need nothing
+        """Release connections and threads."""
+
+
+class AccountingSync(ABC):
+    """Keeps members' accounts and limits in Slurm's accounting (sacctmgr), idempotently."""
+
+    @abstractmethod
+    async def ensure_account(self, account: str, unix_user: str, description: str) -> bool:
+        """Create the account and the user's association when missing; True if anything changed."""
+
+    @abstractmethod
+    async def read_limits(self, account: str) -> AssociationLimits | None: ...
+
+    @abstractmethod
+    async def set_limits(self, limits: AssociationLimits) -> AssociationLimits:
+        """Apply, read back and return what Slurm now holds."""

@@ -1,0 +1,89 @@
+"""Typed configuration of the clusters: where they are, who the gateway is on them, what they cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BillingWeights(_Strict):
+    """SU per hour for one unit of each resource; a job's rate is the largest share (MAX_TRES)."""
+
+    gpu: float = Field(1.0, ge=0)
+    cpu: float = Field(0.0, ge=0)
+    mem_gb: float = Field(0.0, ge=0)
+
+
+class Hardware(_Strict):
+    """Green Algorithms figures of a partition's nodes."""
+
+    watts_per_core: float = Field(12.0, ge=0)
+    watts_per_gpu: float = Field(300.0, ge=0)
+    watts_per_gb_mem: float = Field(0.3725, ge=0)
+
+
+class PartitionConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    max_time_minutes: int = Field(ge=1)
+    max_nodes: int = Field(1, ge=1)
+    max_cpus_per_job: int = Field(ge=1)
+    max_gpus_per_job: int = Field(0, ge=0)
+    max_mem_mb_per_job: int = Field(ge=1)
+    billing: BillingWeights = BillingWeights()
+    hardware: Hardware = Hardware()
+
+
+class IdentityConfig(_Strict):
+    """An account the gateway logs in as. The key file stays on the gateway host."""
+
+    unix_user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    key_file: Path
+
+
+class ClusterConfig(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    backend: Literal["slurm_ssh", "local", "pyslurm"]
+    host: str = "127.0.0.1"
+    port: int = Field(22, ge=1, le=65535)
+    known_hosts: Path | None = None
+    # identity name -> account; a member's cluster identity refers to one by name
+    identities: dict[str, IdentityConfig] = {}
+    admin: IdentityConfig | None = None
+    # each member's work directory, {unix_user} substituted
+    work_root: str = "/home/{unix_user}/hpcgw"
+    partitions: list[PartitionConfig] = Field(min_length=1)
+    pue: float = Field(1.4, ge=1.0)
+    carbon_intensity_g_per_kwh: float = Field(32.0, ge=0)  # France's grid, direct emissions
+    carbon_scope: Literal["direct", "lifecycle"] = "direct"
+    connect_timeout: float = Field(10.0, gt=0)
+    command_timeout: float = Field(30.0, gt=0)
+    pool_size: int = Field(4, ge=1, le=64)
+    idle_timeout: float = Field(300.0, gt=0)
+    keepalive: int = Field(30, ge=0)
+    # local backend: where job directories live and how many CPU slots run at once
+    local_root: Path | None = None
+    cpu_slots: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Self:
+        if self.backend == "slurm_ssh":
+            if self.known_hosts is None:
+                raise ValueError("slurm_ssh needs known_hosts: host keys are pinned, never trusted "
+                                 "on first use")
+            if self.admin is None:
+                raise ValueError("slurm_ssh needs an admin identity (sacct, sacctmgr)")
+        names = [p.name for p in self.partitions]
+        if len(set(names)) != len(names):
+            raise ValueError("partition names must be unique")
+        return self
+
+    def partition(self, name: str) -> PartitionConfig | None:
+        return next((p for p in self.partitions if p.name == name), None)
