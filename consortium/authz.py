@@ -55,7 +55,7 @@ class Principal:
     token_id: int | None = field(default=None, compare=False)
 
     def has_scope(self, scope: Scope) -> bool:
-        return scope in self.scopes or Scope.admin in self.scopes and self.is_admin
+        return scope in self.scopes or (Scope.admin in self.scopes and self.is_admin)
 
     @property
     def acts_as_admin(self) -> bool:

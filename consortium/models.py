@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -84,6 +85,9 @@ class Member(Base):
     contact_name: Mapped[str | None] = mapped_column(String(200))
     contact_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # job policy (gateway.jobs): admin-approved templates only; a cap on jobs not yet ended
+    templates_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
 
     identities: Mapped[list[ClusterIdentity]] = relationship(
         back_populates="member", lazy="raise", order_by="ClusterIdentity.cluster"
@@ -159,6 +163,8 @@ class ClusterIdentity(Base):
     slurm_account: Mapped[str] = mapped_column(String(64))
     ssh_key_ref: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # partitions the member may submit to on this cluster; None: all of them
+    allowed_partitions: Mapped[list[str] | None] = mapped_column(JSON)
 
     member: Mapped[Member] = relationship(back_populates="identities", lazy="raise")
 

@@ -15,6 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway.jobs.config import JobsSettings
 from schedulers.config import ClusterConfig
 
 # Placeholders people copy from examples; refused outside demo mode.
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     oidc: OidcSettings | None = None
     login_throttle: LoginThrottleSettings = LoginThrottleSettings()
     clusters: list[ClusterConfig] = Field(default_factory=list)
+    jobs: JobsSettings = JobsSettings()
 
     @classmethod
     def settings_customise_sources(

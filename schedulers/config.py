@@ -1,4 +1,4 @@
-"""Typed configuration of the clusters: where they are, who the gateway is on them, what they cost."""
+"""Typed configuration of the clusters: where they are, who the gateway is there, what they cost."""
 
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ class ClusterConfig(_Strict):
     # each member's work directory, {unix_user} substituted
     work_root: str = "/home/{unix_user}/hpcgw"
     partitions: list[PartitionConfig] = Field(min_length=1)
+    # Slurm's billing TRES for a rate of 1 SU/h: TRESBillingWeights are our weights times this.
+    # Slurm truncates billing to an integer, so weights in SU would bill small jobs as 0.
+    slurm_billing_scale: int = Field(1000, ge=1)
     pue: float = Field(1.4, ge=1.0)
     carbon_intensity_g_per_kwh: float = Field(32.0, ge=0)  # France's grid, direct emissions
     carbon_scope: Literal["direct", "lifecycle"] = "direct"

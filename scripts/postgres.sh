@@ -38,7 +38,8 @@ install_pg() {
   pg_bindir >/dev/null || die "postgresql installed but pg_ctl not found"
 }
 
-pgctl() { runuser -u postgres -- "$(pg_bindir)/pg_ctl" -D "$PG_DATA" "$@"; }
+# 9>&-: the server must not inherit the lock's descriptor, or it would hold the lock forever
+pgctl() { runuser -u postgres -- "$(pg_bindir)/pg_ctl" -D "$PG_DATA" "$@" 9>&-; }
 
 is_up() { [[ -s $PG_DATA/postmaster.pid ]] && pgctl status >/dev/null 2>&1; }
 

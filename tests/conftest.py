@@ -82,6 +82,16 @@ class _DatabaseFactory:
             shutil.copy(self.tmp / f"{self.template}.db", self.tmp / f"{name}.db")
         return self.url(name)
 
+    def empty(self) -> str:
+        """A new database with no schema at all (for `hpcgw db upgrade`); SQLite: no file yet."""
+        name = self._new_name()
+        if DB_KIND == "postgresql":
+            assert self._admin is not None
+            with self._admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            self.created.append(name)
+        return self.url(name)
+
     def drop_all(self) -> None:
         if self._admin is None:
             return
@@ -93,7 +103,8 @@ class _DatabaseFactory:
 
 def _ensure_postgres() -> bool:
     """Start the test server if needed; True if this run started it."""
-    status = subprocess.run([ROOT / "scripts/postgres.sh", "status"], capture_output=True)
+    script = ROOT / "scripts/postgres.sh"
+    status = subprocess.run([script, "status"], check=False, capture_output=True)
     if status.returncode == 0:
         return False
     subprocess.run([ROOT / "scripts/postgres.sh", "up"], check=True)
@@ -147,6 +158,12 @@ def fresh_database(database_factory: _DatabaseFactory) -> Iterator[Database]:
     db = Database(database_factory.fresh())
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def empty_database_url(database_factory: _DatabaseFactory) -> str:
+    """The URL of a database without any table, dropped at the end of the session."""
+    return database_factory.empty()
 
 
 @pytest.fixture

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from functools import cache
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.models import (
+    AuditEvent,
     ClusterIdentity,
     Member,
     MemberKind,
@@ -16,11 +20,15 @@ from consortium.models import (
     User,
 )
 from consortium.passwords import hash_password
+from consortium.service import Action
 from gateway.auth.sessions import issue_access_token
 from gateway.settings import Settings
 
 _seq = itertools.count(1)
 PASSWORD = "correct horse battery staple"
+# one argon2 run (about half a second) per distinct password: users made with the same
+# password share its hash, which is harmless in tests
+_password_hash = cache(hash_password)
 
 
 def make_member(session: Session, slug: str | None = None,
@@ -40,7 +48,7 @@ def make_user(session: Session, *, email: str | None = None, admin: bool = False
               roles: dict[Member, Role] | None = None, password: str = PASSWORD) -> User:
     email = email or f"user{next(_seq)}@example.test"
     user = User(email=email, email_normalized=email.lower(), name=email.split("@")[0],
-                password_hash=hash_password(password), is_admin=admin)
+                password_hash=_password_hash(password), is_admin=admin)
     session.add(user)
     session.flush()
     for member, role in (roles or {}).items():
@@ -61,3 +69,42 @@ def make_project(session: Session, member: Member, slug: str | None = None) -> P
 
 def auth_headers(settings: Settings, user: User) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_access_token(settings, user.id)}"}
+
+
+def audit_events(session: Session, action: str | None = None) -> list[AuditEvent]:
+    """The consortium's audit events (members, identities, users, projects, invitations),
+    oldest first; re-read, as the app wrote them through sessions of its own."""
+    session.expire_all()
+    query = (select(AuditEvent).where(AuditEvent.action.in_([a.value for a in Action]))
+             .order_by(AuditEvent.id))
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    return list(session.scalars(query))
+
+
+@dataclass
+class Cast:
+    """Who is who: `acme` has a manager, a researcher and a viewer; `globex` a manager."""
+
+    acme: Member
+    globex: Member
+    admin: User
+    manager: User
+    researcher: User
+    viewer: User
+    globex_manager: User
+
+
+def make_cast(session: Session) -> Cast:
+    acme, globex = make_member(session, "acme"), make_member(session, "globex")
+    return Cast(
+        acme=acme,
+        globex=globex,
+        admin=make_user(session, email="admin@consortium.test", admin=True),
+        manager=make_user(session, email="manager@acme.test", roles={acme: Role.manager}),
+        researcher=make_user(session, email="researcher@acme.test",
+                             roles={acme: Role.researcher}),
+        viewer=make_user(session, email="viewer@acme.test", roles={acme: Role.viewer}),
+        globex_manager=make_user(session, email="manager@globex.test",
+                                 roles={globex: Role.manager}),
+    )

@@ -1,7 +1,7 @@
 """consortium
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 19:20:36.743161
 """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,19 +11,40 @@ from fastapi.openapi.utils import get_openapi
 
 from gateway.api.errors import PROBLEM_JSON, Problem, install_error_handlers
 from gateway.api.middleware import RequestIdMiddleware
-from gateway.api.routes import audit, auth, members, ops, tokens
+from gateway.api.routes import (
+    audit,
+    auth,
+    invitations,
+    jobs,
+    members,
+    ops,
+    quotas,
+    templates,
+    tokens,
+)
+from gateway.auth.oidc import OidcVerifier
 from gateway.db import Database
+from gateway.jobs.clusters import Clusters
+from gateway.jobs.runtime import build_schedulers, close_schedulers, jobs_runtime
+from gateway.jobs.service import JobService
 from gateway.settings import Settings
+from schedulers.base import Scheduler
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
+def create_app(settings: Settings, database: Database | None = None,
+               schedulers: Mapping[str, Scheduler] | None = None) -> FastAPI:
     db = database or Database(settings.effective_database_url)
+    # one scheduler per cluster (a test hands in its own); the jobs' trackers run in lifespan
+    backends = dict(schedulers) if schedulers is not None else build_schedulers(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with jobs_runtime(settings, db, backends):
+            yield
+        if schedulers is None:
+            await close_schedulers(backends)
         if database is None:  # ours to close; a database handed in belongs to the caller
             db.dispose()
 
@@ -38,11 +59,15 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = db
+    app.state.schedulers = backends
+    app.state.jobs = JobService(db, Clusters(settings.clusters, backends), settings.jobs)
+    # one JWKS cache per app, shared by the request threads
+    app.state.oidc = OidcVerifier(settings.oidc) if settings.oidc else None
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(ops.router)
-    for module in (auth, tokens, members, audit):
+    for module in (auth, tokens, members, invitations, quotas, jobs, templates, audit):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -6,13 +6,16 @@ from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from consortium.audit import RequestContext
 from consortium.authz import Principal
 from gateway.auth.principal import authenticate
 from gateway.db import Database
+from gateway.jobs.service import JobService
 from gateway.settings import Settings
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,7 +47,9 @@ def get_session(request: Request, database: DatabaseDep) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a failed commit is the client's error
+# and not a 201 for data that never landed.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def client_address(request: Request, settings: Settings) -> str | None:
@@ -71,10 +76,52 @@ def get_context(request: Request, settings: SettingsDep) -> RequestContext:
 ContextDep = Annotated[RequestContext, Depends(get_context)]
 
 
+# Declared for OpenAPI only (the lock in /docs, "Authorize" with the password flow, and the
+# security requirement schema-driven fuzzers read); authenticate() reads the header itself.
+_login_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token", scheme_name="login", auto_error=False,
+    description="email and password for a short-lived session token",
+)
+_token_scheme = HTTPBearer(
+    scheme_name="token", auto_error=False,
+    description="a personal access token (hpcgw_pat_...) or an OIDC provider's token",
+)
+
+
 def get_principal(
-    request: Request, session: SessionDep, settings: SettingsDep
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _login: Annotated[str | None, Depends(_login_scheme)],
+    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
 ) -> Principal:
     return authenticate(request, session, settings)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_principal_detached(
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    _login: Annotated[str | None, Depends(_login_scheme)],
+    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
+) -> Principal:
+    """For async routes that wait on a cluster: authenticated in a short transaction of its own,
+    in a worker thread, so that no connection or lock is held while the route awaits."""
+    def run() -> Principal:
+        with database.transaction(write=False) as session:
+            return authenticate(request, session, settings)
+    return await anyio.to_thread.run_sync(run)
+
+
+DetachedPrincipal = Annotated[Principal, Depends(get_principal_detached)]
+
+
+def get_jobs(request: Request) -> JobService:
+    jobs: JobService = request.app.state.jobs
+    return jobs
+
+
+JobServiceDep = Annotated[JobService, Depends(get_jobs)]

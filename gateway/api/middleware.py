@@ -14,6 +14,12 @@ from gateway.logging import log
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# secrets that travel in a path (invitation tokens) never reach the logs
+_SECRET_IN_PATH = re.compile(r"(/invitations/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    return _SECRET_IN_PATH.sub(r"\1[redacted]", path)
 
 
 class RequestIdMiddleware:
@@ -49,7 +55,7 @@ class RequestIdMiddleware:
             log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=loggable_path(scope["path"]),
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )

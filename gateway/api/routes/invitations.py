@@ -1,0 +1,87 @@
+"""Invitations: a member's managers (and admins) invite people by email; the invitee accepts
+with the single-use token of the link (the one public route here, no credential needed)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from consortium import service
+from consortium.base import utcnow
+from consortium.schemas import (
+    InvitationAccept,
+    InvitationCreate,
+    InvitationCreated,
+    InvitationOut,
+    UserOut,
+)
+from consortium.service import Action, InvitationGone
+from gateway.api.deps import ContextDep, CurrentPrincipal, SessionDep, SettingsDep
+from gateway.api.errors import problems, register_status
+from gateway.api.routes.audit import denials_audited
+from gateway.api.routes.members import CurrentMember, RowId
+from gateway.logging import log
+
+# An invitation that was used, revoked or has expired is gone for good: 410, not 404.
+register_status(InvitationGone, 410)
+
+router = APIRouter(tags=["invitations"])
+
+
+@router.post("/members/{member}/invitations", status_code=201,
+             response_model=InvitationCreated, responses=problems(401, 403, 404, 409, 422))
+def create_invitation(*, body: InvitationCreate, member: CurrentMember, session: SessionDep,
+                      principal: CurrentPrincipal, context: ContextDep,
+                      settings: SettingsDep) -> InvitationCreated:
+    """Invite someone to the member with a role (its managers, admins).
+
+    With SMTP configured the link goes to the invitee by mail and `link` is null; without it,
+    or when sending failed (`mail: failed`, `mail_error`), the link is returned here for the
+    inviter to pass on. It works once, until `expires_at`.
+    """
+    member_id, member_name = member.id, member.name
+    with denials_audited(session, principal, context, Action.invitation_create, member_id):
+        invitation, token = service.create_invitation(
+            session, principal, member, body, ttl=settings.invitation_ttl, context=context)
+    session.commit()  # the invitation exists before a mail announces it
+    link = service.invitation_link(settings.base_url, token)
+    delivery = service.deliver_invitation(settings.smtp, invitation, member_name, link)
+    if delivery.error:
+        log.warning("invitation mail not sent", invitation_id=invitation.id,
+                    error=delivery.error)
+    return InvitationCreated.of(invitation, utcnow(), mail=delivery.mail,
+                                mail_error=delivery.error,
+                                link=None if delivery.mail == "sent" else link)
+
+
+@router.get("/members/{member}/invitations", response_model=list[InvitationOut],
+            responses=problems(401, 403, 404))
+def list_invitations(*, member: CurrentMember, session: SessionDep,
+                     principal: CurrentPrincipal) -> list[InvitationOut]:
+    """The member's invitations, newest first, with their status (never their token)."""
+    now = utcnow()
+    return [InvitationOut.of(i, now)
+            for i in service.list_invitations(session, principal, member)]
+
+
+@router.delete("/members/{member}/invitations/{invitation_id}", status_code=204,
+               response_class=Response, responses=problems(401, 403, 404, 409, 422))
+def revoke_invitation(*, invitation_id: RowId, member: CurrentMember, session: SessionDep,
+                      principal: CurrentPrincipal, context: ContextDep) -> Response:
+    """Revoke a pending invitation (409 if it was already accepted)."""
+    member_id = member.id
+    with denials_audited(session, principal, context, Action.invitation_revoke, member_id):
+        service.revoke_invitation(session, principal, member, invitation_id, context=context)
+    return Response(status_code=204)
+
+
+@router.post("/invitations/{token}/accept", response_model=UserOut,
+             responses=problems(404, 409, 410, 422))
+def accept_invitation(*, token: Annotated[str, Path(max_length=128)], body: InvitationAccept,
+                      session: SessionDep, context: ContextDep) -> UserOut:
+    """Accept an invitation (public: the token is the credential). A new account sends `name`
+    and `password` (12 characters at least); an existing account with the invitation's email
+    gets the membership and keeps its name and password. 410 once used, revoked or expired."""
+    user = service.accept_invitation(session, token, body, context=context)
+    return service.user_view(session, user)

@@ -1,0 +1,268 @@
+"""Jobs: submit (with Idempotency-Key), list, read, cancel, output, events, files.
+
+Reads of jobs come from the database only. Routes that wait on a cluster are `async` and touch
+the database in worker threads (JobService), never holding a connection across the wait.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import AfterValidator, AwareDatetime
+
+from consortium.authz import Scope
+from consortium.errors import DomainError
+from gateway.api.deps import (
+    ContextDep,
+    CurrentPrincipal,
+    DetachedPrincipal,
+    JobServiceDep,
+    SessionDep,
+)
+from gateway.api.errors import PROBLEM_JSON, problems, register_status
+from gateway.api.schemas import Page
+from gateway.jobs import errors, idempotency, repository
+from gateway.jobs.models import JobState
+from gateway.jobs.schemas import JobCreate, JobDetail, JobOut, OutputOut, OutputStream, file_path
+from gateway.jobs.views import job_detail, job_out
+from quotas.errors import QuotaExceeded
+
+router = APIRouter(tags=["jobs"])
+
+for error, status in ((QuotaExceeded, 403), (errors.ClusterUnavailable, 503),
+                      (errors.ClusterTimeout, 504), (errors.SubmissionRejected, 422),
+                      (errors.FileTooLarge, 413)):
+    register_status(error, status)
+
+EVENT_STREAM = "text/event-stream"
+KEEPALIVE_SECONDS = 15.0
+JOBS_PATH = "/api/v1/jobs"
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id")]
+FileInJob = Annotated[str, Path(max_length=500), AfterValidator(file_path)]
+_JOB = {"model": JobDetail}
+_SSE = {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}
+
+
+def _json(status: int, body: dict[str, Any]) -> JSONResponse:
+    """A stored response as it was first sent (problems keep their media type and Retry-After)."""
+    headers = {}
+    if status >= 400 and body.get("retry_after") is not None:
+        headers["Retry-After"] = str(int(body["retry_after"]))
+    return JSONResponse(body, status_code=status, headers=headers,
+                        media_type=PROBLEM_JSON if status >= 400 else None)
+
+
+@router.post(
+    "/jobs", status_code=201, response_model=JobDetail,
+    responses={202: {**_JOB, "description": "sent, no answer: the job is `unknown` until the "
+                                            "tracker finds it by its marker"},
+               **problems(401, 403, 404, 409, 422, 503)},
+)
+async def submit_job(
+    *,
+    body: JobCreate,
+    request: Request,
+    principal: DetachedPrincipal,
+    jobs: JobServiceDep,
+    context: ContextDep,
+    idempotency_key: Annotated[str | None, Header(
+        pattern=idempotency.KEY_PATTERN,
+        description="retries with the same key and body get the first response again")] = None,
+) -> JSONResponse:
+    """Submit a script, or a template with its parameters. 201 with the job once the cluster
+    has it; 202 if the cluster's answer was lost (the job is `unknown`, never submitted twice).
+    Refusals: 403 (policy, `quota-exceeded` with the numbers), 409, 422 (with field paths),
+    503 with Retry-After when the cluster cannot be reached (nothing submitted, hold released)."""
+    if idempotency_key is None:
+        submission = await jobs.submit(principal, body, context)
+        return _json(submission.status, submission.job.model_dump(mode="json"))
+    fingerprint = idempotency.fingerprint("POST", JOBS_PATH, body.model_dump(mode="json"))
+    claimed = await jobs.claim_key(principal.user_id, idempotency_key, fingerprint)
+    if isinstance(claimed, idempotency.Replay):
+        return _json(claimed.status, claimed.body)
+    try:
+        submission = await jobs.submit(principal, body, context,
+                                       idempotency_record=claimed.record_id)
+    except DomainError as exc:
+        handler = request.app.exception_handlers[DomainError]
+        response = await handler(request, exc)
+        await jobs.complete_key(claimed.record_id, response.status_code,
+                                json.loads(bytes(response.body)))
+        return _json(response.status_code, json.loads(bytes(response.body)))
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await jobs.abandon_key(claimed.record_id)
+        raise
+    body_out = submission.job.model_dump(mode="json")
+    await jobs.complete_key(claimed.record_id, submission.status, body_out)
+    return _json(submission.status, body_out)
+
+
+@router.get("/jobs", response_model=Page[JobOut], responses=problems(401, 422))
+def list_jobs(
+    *,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    project: Annotated[int | None, Query(description="project id")] = None,
+    user: Annotated[int | None, Query(description="user id")] = None,
+    state: Annotated[list[JobState] | None, Query(description="repeat for several")] = None,
+    cluster: str | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$",
+                                        description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[JobOut]:
+    """The jobs of the caller's members (every member for admins), newest first."""
+    filters = repository.JobFilters(project_id=project, user_id=user, states=state or (),
+                                    cluster=cluster, since=since)
+    found = repository.list_jobs(session, principal, filters,
+                                 before_id=int(cursor) if cursor else None, limit=limit + 1)
+    page = found[:limit]
+    return Page[JobOut](items=[job_out(j) for j in page],
+                        next_cursor=str(page[-1].id) if len(found) > limit else None)
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail, responses=problems(401, 403, 404, 422))
+def get_job(job_id: JobId, session: SessionDep, principal: CurrentPrincipal) -> JobDetail:
+    """A job with its request, quote, charge, timings, events and pending reason."""
+    job = repository.visible_job(session, principal, job_id, Scope.jobs_read)
+    return job_detail(job, repository.events_of(session, job.id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobDetail,
+             responses={202: {**_JOB, "description": "the cluster was asked to stop it"},
+                        **problems(401, 403, 404, 409, 422, 503, 504)})
+async def cancel_job(job_id: JobId, principal: DetachedPrincipal, jobs: JobServiceDep,
+                     context: ContextDep) -> JSONResponse:
+    """Idempotent: 200 once the job has ended (a job not yet submitted ends here), 202 while
+    the cluster stops it; the tracker then records its end and charge."""
+    outcome = await jobs.cancel(principal, job_id, context)
+    return JSONResponse(outcome.job.model_dump(mode="json"), status_code=outcome.status)
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _wants_stream(request: Request, follow: bool) -> bool:
+    return follow or EVENT_STREAM in request.headers.get("accept", "")
+
+
+@router.get("/jobs/{job_id}/output", response_model=OutputOut,
+            responses={200: _SSE, **problems(401, 403, 404, 409, 422, 503, 504)})
+async def read_output(
+    *,
+    job_id: JobId,
+    request: Request,
+    principal: DetachedPrincipal,
+    jobs: JobServiceDep,
+    stream: OutputStream = OutputStream.stdout,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1, description="bytes; capped by the server")] = None,
+    follow: Annotated[bool, Query(description="server-sent events until the job ends")] = False,
+) -> Response:
+    """A slice of the job's stdout or stderr, read from the cluster; `next_offset` reads on.
+    With `follow=true` (or `Accept: text/event-stream`): `output` events as the job writes,
+    then one `end` event (bounded in time)."""
+    if not _wants_stream(request, follow):
+        chunk = await jobs.read_output(principal, job_id, stream, offset, limit)
+        return JSONResponse(chunk.model_dump(mode="json"))
+    chunks = await jobs.follow_output(principal, job_id, stream, offset)
+
+    async def events() -> AsyncIterator[str]:
+        last: OutputOut | None = None
+        async for chunk in chunks:
+            last = chunk
+            if chunk.data:
+                yield _sse("output", chunk.model_dump(mode="json"))
+        complete = last.complete if last else False
+        yield _sse("end", {"complete": complete,
+                           "next_offset": last.next_offset if last else offset})
+
+    return StreamingResponse(events(), media_type=EVENT_STREAM,
+                             headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/jobs/{job_id}/events", responses={200: _SSE, **problems(401, 403, 404, 422)})
+async def job_events(
+    job_id: JobId,
+    principal: DetachedPrincipal,
+    jobs: JobServiceDep,
+    last_event_id: Annotated[int | None, Header(ge=0, description="resume after this event")]
+    = None,
+) -> StreamingResponse:
+    """Server-sent events of the job's state changes: those stored (after Last-Event-ID), then
+    each new one; the stream ends after the job's final state (or after a bounded time)."""
+    stored = await jobs.job_events(principal, job_id, last_event_id or 0)
+
+    async def events() -> AsyncIterator[str]:
+        quiet_since = anyio.current_time()
+        async for event in stored:
+            if event is not None:
+                quiet_since = anyio.current_time()
+                yield _sse("state", {"job": job_id, "from_state": event.from_state,
+                                     "to_state": event.to_state, "at": event.at.isoformat(),
+                                     "detail": event.detail}, event.id)
+            elif anyio.current_time() - quiet_since >= KEEPALIVE_SECONDS:
+                quiet_since = anyio.current_time()
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(events(), media_type=EVENT_STREAM,
+                             headers={"Cache-Control": "no-cache"})
+
+
+_FILE = {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                             "format": "binary"}}}}
+
+
+@router.get("/jobs/{job_id}/files/{path:path}", response_class=Response,
+            responses={200: _FILE, **problems(401, 403, 404, 409, 422, 503, 504)})
+async def download_job_file(job_id: JobId, path: FileInJob, principal: DetachedPrincipal,
+                            jobs: JobServiceDep) -> Response:
+    """A file of the job's working directory (a checkpoint, a result), size-capped."""
+    data = await jobs.get_job_file(principal, job_id, path)
+    return _download(path, data)
+
+
+def _download(path: str, data: bytes) -> Response:
+    name = path.rsplit("/", 1)[-1].replace('"', "")
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+MemberSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+
+
+@router.put("/members/{member}/files/{path:path}", status_code=201,
+            responses=problems(401, 403, 404, 409, 413, 422, 503, 504))
+async def upload_file(*, member: MemberSlug, path: FileInJob, request: Request,
+                      principal: DetachedPrincipal, jobs: JobServiceDep, context: ContextDep,
+                      cluster: str | None = None) -> dict[str, Any]:
+    """Write a file (the request body, whole) into the member's work directory on a cluster."""
+    cap = jobs.settings.file_max_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise errors.FileTooLarge(cap)
+    received = bytearray()
+    async for part in request.stream():
+        received += part
+        if len(received) > cap:
+            raise errors.FileTooLarge(cap)
+    written_on = await jobs.put_member_file(principal, member, cluster_name=cluster, path=path,
+                                            data=bytes(received), context=context)
+    return {"path": path, "size": len(received), "cluster": written_on}
+
+
+@router.get("/members/{member}/files/{path:path}", response_class=Response,
+            responses={200: _FILE, **problems(401, 403, 404, 409, 422, 503, 504)})
+async def download_file(member: MemberSlug, path: FileInJob, principal: DetachedPrincipal,
+                        jobs: JobServiceDep, cluster: str | None = None) -> Response:
+    """A file of the member's work directory on a cluster, size-capped."""
+    data = await jobs.get_member_file(principal, member, cluster_name=cluster, path=path)
+    return _download(path, data)

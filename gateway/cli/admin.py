@@ -1,0 +1,294 @@
+"""`hpcgw admin`: the consortium's administration from the gateway host.
+
+Each command opens the configured database, calls the consortium service as the actor "cli"
+(whoever runs it holds the database's credentials already) and is audited like an API call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from consortium import service
+from consortium.audit import CLI_CONTEXT
+from consortium.errors import DomainError
+from consortium.models import MemberKind, MemberStatus, Outcome, Role
+from consortium.schemas import (
+    AuditFilter,
+    InvitationCreate,
+    MemberCreate,
+    MemberUpdate,
+    UserCreate,
+)
+from gateway.cli.runtime import console, fail, load_settings
+from gateway.db import Database
+from gateway.settings import Settings
+
+ACTOR = "cli"
+M = TypeVar("M", bound=BaseModel)
+
+admin_app = typer.Typer(help="Consortium administration: members, users, invitations, audit.",
+                        no_args_is_help=True)
+member_app = typer.Typer(help="Members (organisations) and their cluster identities.",
+                         no_args_is_help=True)
+user_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+admin_app.add_typer(member_app, name="member")
+admin_app.add_typer(user_app, name="user")
+
+
+@contextmanager
+def _session(*, write: bool) -> Iterator[tuple[Session, Settings]]:
+    """A transaction on the configured database, committed if the command succeeds; a refusal
+    of the domain or of the input is one line on stderr and exit status 1."""
+    settings = load_settings()
+    database = Database(settings.effective_database_url)
+    try:
+        with database.transaction(write=write) as session:
+            yield session, settings
+    except DomainError as exc:
+        fail(exc.detail)
+    finally:
+        database.dispose()
+
+
+def _parse(model: type[M], **data: object) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                       for e in exc.errors()))
+
+
+def _identity(spec: str) -> dict[str, str]:
+    parts = spec.split(":", 3)
+    if len(parts) != 4:
+        fail(f"--identity {spec!r}: expected CLUSTER:UNIX_USER:SLURM_ACCOUNT:KEY_REF")
+    return dict(zip(("cluster", "unix_user", "slurm_account", "ssh_key_ref"), parts,
+                    strict=True))
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r}: expected an ISO 8601 date or time (UTC if no offset)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+@member_app.command("create")
+def member_create(
+    slug: Annotated[str, typer.Argument(help="Lowercase letters, digits and hyphens.")],
+    *,
+    name: Annotated[str, typer.Option(help="The organisation's name.")],
+    kind: Annotated[MemberKind, typer.Option(help="What kind of member it is.")],
+    contact_name: Annotated[str | None, typer.Option(help="Who to contact.")] = None,
+    contact_email: Annotated[str | None, typer.Option(help="Their email.")] = None,
+    identity: Annotated[list[str] | None, typer.Option(
+        help="CLUSTER:UNIX_USER:SLURM_ACCOUNT:KEY_REF, KEY_REF naming one of the cluster's "
+             "configured identities (repeat for several clusters).")] = None,
+) -> None:
+    """Onboard a member with its own account on each cluster."""
+    data = _parse(MemberCreate, slug=slug, name=name, kind=kind, contact_name=contact_name,
+                  contact_email=contact_email, identities=[_identity(i) for i in identity or []])
+    with _session(write=True) as (session, settings):
+        member = service.create_member(session, ACTOR, data, settings.clusters,
+                                       context=CLI_CONTEXT)
+        clusters = ", ".join(i.cluster for i in member.identities) or "no cluster yet"
+    console.print(f"member {member.slug} created ({clusters})", highlight=False)
+
+
+@member_app.command("list")
+def member_list() -> None:
+    """Every member, its status and its clusters."""
+    table = Table("slug", "name", "kind", "status", "clusters")
+    with _session(write=False) as (session, _):
+        for member in service.list_members(session, ACTOR):
+            table.add_row(member.slug, escape(member.name), member.kind.value,
+                          _status(member.status),
+                          ", ".join(f"{i.cluster} ({i.unix_user})" for i in member.identities))
+    console.print(table)
+
+
+def _status(status: MemberStatus) -> str:
+    return "active" if status == MemberStatus.active else f"[bold red]{status.value}[/bold red]"
+
+
+@member_app.command("show")
+def member_show(slug: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
+    """A member: contact, cluster identities, users and projects."""
+    with _session(write=False) as (session, _):
+        member = service.get_member(session, ACTOR, slug)
+        users = service.list_member_users(session, ACTOR, member)
+        projects = service.list_projects(session, ACTOR, member)
+        console.print(f"[bold]{escape(member.name)}[/bold] ({member.slug}, {member.kind.value}, "
+                      f"{_status(member.status)})")
+        console.print(f"contact: {escape(member.contact_name or '-')} "
+                      f"<{escape(member.contact_email or '-')}>", highlight=False)
+        identities = Table("cluster", "unix user", "slurm account", "key ref", title="identities")
+        for i in member.identities:
+            identities.add_row(i.cluster, i.unix_user, i.slurm_account, escape(i.ssh_key_ref))
+        people = Table("id", "email", "name", "role", "active", title="users")
+        for u in users:
+            people.add_row(str(u.user_id), escape(u.email), escape(u.name), u.role.value,
+                           "yes" if u.is_active else "no")
+        work = Table("slug", "name", "domain", "status", title="projects")
+        for p in projects:
+            work.add_row(p.slug, escape(p.name), p.domain.value, p.status.value)
+    console.print(identities, people, work)
+
+
+def _set_status(slug: str, status: MemberStatus) -> None:
+    with _session(write=True) as (session, _):
+        member = service.get_member(session, ACTOR, slug)
+        service.update_member(session, ACTOR, member, MemberUpdate(status=status),
+                              context=CLI_CONTEXT)
+    console.print(f"member {slug} is {status.value}", highlight=False)
+
+
+@member_app.command("suspend")
+def member_suspend(slug: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
+    """Suspend a member: its people lose every right at once (their next request)."""
+    _set_status(slug, MemberStatus.suspended)
+
+
+@member_app.command("reactivate")
+def member_reactivate(slug: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
+    """Give a suspended member its rights back."""
+    _set_status(slug, MemberStatus.active)
+
+
+# --- invitations ---------------------------------------------------------------------------
+
+
+@admin_app.command("invite")
+def invite(
+    member: Annotated[str, typer.Argument(help="The member's slug.")],
+    email: Annotated[str, typer.Argument(help="Who to invite.")],
+    role: Annotated[Role, typer.Option(help="Their role in the member.")] = Role.manager,
+) -> None:
+    """Invite someone to a member (by default its manager). The link goes by mail when SMTP is
+    configured; otherwise it is printed here, to be passed on. It works once."""
+    data = _parse(InvitationCreate, email=email, role=role)
+    with _session(write=True) as (session, settings):
+        target = service.get_member(session, ACTOR, member)
+        invitation, token = service.create_invitation(
+            session, ACTOR, target, data, ttl=settings.invitation_ttl, context=CLI_CONTEXT)
+        member_name = target.name
+    # committed: the mail announces an invitation that exists
+    link = service.invitation_link(settings.base_url, token)
+    delivery = service.deliver_invitation(settings.smtp, invitation, member_name, link)
+    expires = f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC"
+    if delivery.mail == "sent":
+        console.print(f"invitation {invitation.id} mailed to {data.email} (valid until "
+                      f"{expires})", highlight=False)
+        return
+    if delivery.error:
+        console.print(f"[yellow]the mail was not sent ({escape(delivery.error)})[/yellow]")
+    console.print(f"invitation {invitation.id} for {data.email}, valid once until {expires}; "
+                  f"pass on this link:\n{link}", highlight=False, soft_wrap=True)
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """Every account, its flags and its memberships."""
+    table = Table("id", "email", "name", "admin", "active", "memberships")
+    with _session(write=False) as (session, _):
+        slugs = {m.id: m.slug for m in service.list_members(session, ACTOR)}
+        for user in service.list_users(session, ACTOR):
+            table.add_row(str(user.id), escape(user.email), escape(user.name),
+                          "yes" if user.is_admin else "", "yes" if user.is_active else "no",
+                          ", ".join(f"{slugs[m.member_id]} ({m.role.value})"
+                                    for m in user.memberships))
+    console.print(table)
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Argument(help="The account's email (its login).")],
+    name: Annotated[str, typer.Option(help="The person's name.")],
+    admin: Annotated[bool, typer.Option("--admin", help="A consortium administrator.")] = False,
+    password: Annotated[str, typer.Option(
+        prompt=True, hide_input=True, confirmation_prompt=True,
+        help="At least 12 characters (asked for when not given).")] = "",
+) -> None:
+    """Create an account with no membership (people of members come through invitations)."""
+    data = _parse(UserCreate, email=email, name=name, password=password, is_admin=admin)
+    with _session(write=True) as (session, _):
+        user = service.create_user(session, ACTOR, data, context=CLI_CONTEXT)
+    console.print(f"user {user.email} created (id {user.id}"
+                  f"{', administrator' if user.is_admin else ''})", highlight=False)
+
+
+@user_app.command("set-admin")
+def user_set_admin(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Take the flag away.")] = False,
+) -> None:
+    """Make an account a consortium administrator (or no longer, with --revoke)."""
+    with _session(write=True) as (session, _):
+        user = service.set_admin(session, ACTOR, email, not revoke, context=CLI_CONTEXT)
+    console.print(f"user {user.email} is {'an' if user.is_admin else 'not an'} administrator",
+                  highlight=False)
+
+
+@user_app.command("deactivate")
+def user_deactivate(email: Annotated[str, typer.Argument(help="The account's email.")]) -> None:
+    """Disable an account: every credential of it stops working at once."""
+    with _session(write=True) as (session, _):
+        user = service.deactivate_user(session, ACTOR, email, context=CLI_CONTEXT)
+    console.print(f"user {user.email} is deactivated", highlight=False)
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+@admin_app.command("audit")
+def audit(
+    *,
+    member: Annotated[str | None, typer.Option(help="A member's slug.")] = None,
+    actor: Annotated[str | None, typer.Option(help="An email, or cli / system.")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. member.create")] = None,
+    outcome: Annotated[Outcome | None, typer.Option(help="How it ended.")] = None,
+    since: Annotated[str | None, typer.Option(help="From (ISO 8601, inclusive).")] = None,
+    until: Annotated[str | None, typer.Option(help="Until (ISO 8601, exclusive).")] = None,
+    before: Annotated[int | None, typer.Option(help="Events older than this id (paging).")]
+    = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
+) -> None:
+    """The audit trail, newest first."""
+    filters = AuditFilter(member=member, actor=actor, action=action, outcome=outcome,
+                          since=_when(since, "--since"), until=_when(until, "--until"))
+    table = Table("id", "at (UTC)", "actor", "action", "outcome", "member", "target", "details")
+    with _session(write=False) as (session, _):
+        events, next_id = service.list_audit(session, ACTOR, filters, before_id=before,
+                                             limit=limit)
+        slugs = {m.id: m.slug for m in service.list_members(session, ACTOR)}
+        for e in events:
+            table.add_row(
+                str(e.id), f"{e.at:%Y-%m-%d %H:%M:%S}", escape(e.actor), e.action,
+                e.outcome.value if e.outcome == Outcome.success
+                else f"[bold red]{e.outcome.value}[/bold red]",
+                slugs.get(e.member_id, str(e.member_id or "")) if e.member_id else "",
+                f"{e.target_type} {e.target_id or ''}".strip(),
+                escape(json.dumps(e.details, sort_keys=True)) if e.details else "",
+            )
+    console.print(table)
+    if next_id is not None:
+        console.print(f"more: --before {next_id}", highlight=False)

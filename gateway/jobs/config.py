@@ -1,0 +1,41 @@
+"""Settings of the job domain (`[jobs]` in the TOML file, HPCGW_JOBS__* variables)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # the tracker: one loop per cluster, in `hpcgw serve` unless disabled, or `hpcgw tracker`
+    tracker_in_serve: bool = True
+    tracker_interval_seconds: float = Field(5.0, gt=0)
+    tracker_max_backoff_seconds: float = Field(300.0, gt=0)
+    # a replica that stopped renewing its lease loses the cluster after this long
+    tracker_lease_seconds: float = Field(60.0, gt=0)
+    # a job still `accepted`/`submitting` this long after its last change lost its submitter
+    # (a crash): the tracker looks for it by marker. Longer than any submit call can last.
+    submit_grace_seconds: float = Field(180.0, gt=0)
+    # an `unknown` job whose marker Slurm still does not know after this long never got there
+    marker_grace_seconds: float = Field(300.0, gt=0)
+    # a queued job absent from squeue and from sacct this long is declared lost
+    vanished_grace_seconds: float = Field(900.0, gt=0)
+
+    idempotency_ttl: timedelta = timedelta(hours=24)
+    # a key still in flight this long after its request began belongs to a request that died
+    idempotency_in_flight_timeout: timedelta = timedelta(minutes=5)
+
+    # jobs not yet ended per member, unless the member has a cap of its own
+    max_active_jobs_per_member: int = Field(200, ge=1)
+    # Retry-After of a 503 when a cluster cannot be reached
+    retry_after_seconds: int = Field(30, ge=1)
+
+    output_default_limit: int = Field(64 * 1024, ge=1)
+    output_max_limit: int = Field(1024 * 1024, ge=1)
+    file_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # server-sent event streams: how often they look, and how long one lasts at most
+    stream_poll_seconds: float = Field(1.0, gt=0)
+    stream_max_seconds: float = Field(900.0, gt=0)

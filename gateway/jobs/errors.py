@@ -1,0 +1,78 @@
+"""Refusals of the job domain. Statuses are set in gateway/api/routes/jobs.py (register_status)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consortium.errors import Conflict, DomainError, InvalidInput
+
+
+class JobInputInvalid(InvalidInput):
+    """Input that only the domain can judge (a partition's limits, a template's parameters),
+    reported like FastAPI's own validation errors: a list of {loc, msg, type}."""
+
+    code = "validation"
+    title = "Validation failed"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
+        super().__init__(f"invalid request: {fields}", errors=errors)
+
+    @classmethod
+    def at(cls, loc: tuple[str | int, ...], msg: str,
+           type_: str = "value_error") -> JobInputInvalid:
+        return cls([{"loc": ["body", *loc], "msg": msg, "type": type_}])
+
+
+class ClusterUnavailable(DomainError):
+    """The cluster could not be reached; nothing was done there. 503 with Retry-After."""
+
+    code = "cluster-unavailable"
+    title = "Cluster unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+
+
+class ClusterTimeout(DomainError):
+    """The cluster did not answer in time (504)."""
+
+    code = "cluster-timeout"
+    title = "Cluster did not answer"
+
+
+class SubmissionRejected(DomainError):
+    """Slurm refused the job; `detail` is Slurm's own message (422)."""
+
+    code = "scheduler-rejected"
+    title = "Rejected by the scheduler"
+
+
+class SchedulerLimitReached(Conflict):
+    """Slurm refused the job because of a limit of the account or QOS (409)."""
+
+    code = "scheduler-limit"
+    title = "Scheduler limit reached"
+
+
+class TooManyActiveJobs(Conflict):
+    code = "too-many-jobs"
+    title = "Too many active jobs"
+
+
+class IdempotencyKeyInFlight(Conflict):
+    code = "idempotency-in-flight"
+    title = "A request with this Idempotency-Key is in progress"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    code = "idempotency-key-reused"
+    title = "Idempotency-Key reused with another request"
+
+
+class FileTooLarge(DomainError):
+    code = "file-too-large"
+    title = "File too large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"files are limited to {limit} bytes", limit=limit)

@@ -1,0 +1,84 @@
+"""Queries of the job domain. Every read of jobs on behalf of a caller goes through
+`visible_job` or `list_jobs`, which scope it with consortium.authz."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, defer
+
+from consortium.authz import Principal, Scope, member_ids_for, require
+from consortium.errors import NotFound
+from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
+
+
+def visible_job(session: Session, principal: Principal, public_id: str, scope: Scope, *,
+                for_update: bool = False) -> Job:
+    """The job, if the principal may act on it with `scope`; another member's job is 404."""
+    stmt = select(Job).where(Job.public_id == public_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    job = session.scalars(stmt).first()
+    if job is None:
+        raise NotFound(f"no job {public_id}")
+    require(principal, scope, job.member_id)
+    return job
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    project_id: int | None = None
+    user_id: int | None = None
+    states: Sequence[JobState] = ()
+    cluster: str | None = None
+    since: datetime | None = None
+    member_id: int | None = None
+
+
+def list_jobs(session: Session, principal: Principal, filters: JobFilters, *,
+              before_id: int | None, limit: int) -> list[Job]:
+    """Newest first (id descending), `limit` of them, only ids below `before_id` (the cursor):
+    rows added meanwhile never shift a page."""
+    allowed = member_ids_for(principal, Scope.jobs_read)
+    stmt = select(Job)
+    if allowed is not None:
+        if not allowed:
+            return []
+        stmt = stmt.where(Job.member_id.in_(sorted(allowed)))
+    if filters.member_id is not None:
+        stmt = stmt.where(Job.member_id == filters.member_id)
+    if filters.project_id is not None:
+        stmt = stmt.where(Job.project_id == filters.project_id)
+    if filters.user_id is not None:
+        stmt = stmt.where(Job.user_id == filters.user_id)
+    if filters.states:
+        stmt = stmt.where(Job.state.in_(list(filters.states)))
+    if filters.cluster is not None:
+        stmt = stmt.where(Job.cluster == filters.cluster)
+    if filters.since is not None:
+        stmt = stmt.where(Job.created_at >= filters.since)
+    if before_id is not None:
+        stmt = stmt.where(Job.id < before_id)
+    return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
+
+
+def events_of(session: Session, job_id: int, *, after_id: int = 0) -> list[JobEvent]:
+    return list(session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+        .order_by(JobEvent.id)))
+
+
+def active_job_count(session: Session, member_id: int) -> int:
+    return int(session.execute(
+        select(func.count()).select_from(Job)
+        .where(Job.member_id == member_id, Job.state.in_(list(ACTIVE_STATES)))).scalar_one())
+
+
+def tracked_jobs(session: Session, cluster: str) -> list[Job]:
+    """The cluster's jobs that have not ended, oldest first."""
+    return list(session.scalars(
+        select(Job).where(Job.cluster == cluster, Job.state.in_(list(ACTIVE_STATES)))
+        .options(defer(Job.script, raiseload=True)).order_by(Job.id)))

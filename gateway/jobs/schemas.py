@@ -1,0 +1,340 @@
+"""Shapes of the job API: what a submission may hold, what a job and a template look like."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from gateway.jobs.models import JobState
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+PARTITION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+# Slurm's own variables stay Slurm's; the rest of the environment is the submitter's business
+RESERVED_ENV_PREFIXES = ("SLURM_", "HPCGW_")
+MAX_SCRIPT_BYTES = 1024 * 1024
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab allowed, newlines not
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9._@+=,:/-]*$")
+
+
+def relative_path(value: str) -> str:
+    """A path inside the member's work directory: relative, no `..`, plain characters."""
+    if not _PATH_CHARS.match(value):
+        raise ValueError("use letters, digits and . _ @ + = , : - / only")
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        raise ValueError("must be relative to the member's work directory")
+    if ".." in path.parts:
+        raise ValueError("must not contain '..'")
+    normalized = str(path)
+    return "" if normalized == "." else normalized
+
+
+def env_name(value: str) -> str:
+    if value.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"names starting with {' or '.join(RESERVED_ENV_PREFIXES)} are reserved")
+    return value
+
+
+def file_path(value: str) -> str:
+    normalized = relative_path(value)
+    if not normalized:
+        raise ValueError("a file path is needed")
+    return normalized
+
+
+RelativePath = Annotated[str, StringConstraints(max_length=500), AfterValidator(relative_path)]
+FilePath = Annotated[str, StringConstraints(max_length=500), AfterValidator(file_path)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN), AfterValidator(env_name)]
+EnvValue = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00]*$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResourcesIn(_In):
+    """What the job asks for; each bound is checked against its partition as well."""
+
+    partition: str = Field(pattern=PARTITION_PATTERN)
+    nodes: int = Field(1, ge=1, le=10_000)
+    ntasks: int = Field(1, ge=1, le=1_000_000)
+    cpus_per_task: int = Field(1, ge=1, le=10_000)
+    gpus: int = Field(0, ge=0, le=10_000)
+    mem_mb: int = Field(ge=1, le=1024 ** 3, description="memory of the whole job, in MiB")
+    time_limit_minutes: int = Field(ge=1, le=366 * 24 * 60)
+
+    @property
+    def cpus(self) -> int:
+        return self.ntasks * self.cpus_per_task
+
+
+_PROJECT_PATH = r"^[a-z0-9][a-z0-9-]{0,63}/[a-z0-9][a-z0-9-]{0,63}$"
+ProjectRef = Annotated[
+    int | Annotated[str, StringConstraints(pattern=_PROJECT_PATH)],
+    Field(description="the project's id, or `member-slug/project-slug`"),
+]
+
+
+class JobCreate(_In):
+    """A submission: a script, or a template with its parameters."""
+
+    project: ProjectRef
+    cluster: str | None = Field(None, description="default: the first configured cluster")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    script: str | None = Field(None, min_length=1, max_length=MAX_SCRIPT_BYTES)
+    template: str | None = Field(None, pattern=SLUG_PATTERN)
+    template_version: int | None = Field(None, ge=1, description="default: the latest")
+    parameters: dict[str, int | float | bool | str] | None = None
+    resources: ResourcesIn
+    environment: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=200)
+    workdir: RelativePath = Field("", description="inside the member's work directory")
+
+    @model_validator(mode="after")
+    def _script_or_template(self) -> Self:
+        if (self.script is None) == (self.template is None):
+            raise ValueError("give either `script` or `template` (with `parameters`)")
+        if self.template is None and (self.parameters or self.template_version):
+            raise ValueError("`parameters` and `template_version` go with a `template`")
+        if self.script is not None and "\0" in self.script:
+            raise ValueError("the script contains a NUL byte")
+        return self
+
+
+class JobEventOut(BaseModel):
+    id: int
+    at: datetime
+    from_state: JobState | None
+    to_state: JobState
+    detail: str | None
+
+
+class Allocated(BaseModel):
+    nodes: int | None
+    cpus: int | None
+    gpus: int | None
+    mem_mb: int | None
+    node_list: str | None
+
+
+class Energy(BaseModel):
+    kwh: float | None
+    source: str | None  # measured | estimated
+    carbon_g: float | None
+
+
+class TemplateRef(BaseModel):
+    slug: str
+    version: int
+
+
+class JobOut(BaseModel):
+    """A job as the database knows it (reads never wait on the cluster)."""
+
+    id: str
+    name: str
+    state: JobState
+    cluster: str
+    member_id: int
+    project_id: int
+    user_id: int
+    scheduler_id: str | None
+    marker: str
+    resources: dict[str, Any]
+    template: TemplateRef | None
+    parameters: dict[str, Any] | None
+    environment: dict[str, str]
+    workdir: str
+    stdout_path: str
+    stderr_path: str
+    quote_msu: int
+    charge_msu: int | None
+    refund_msu: int | None
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    elapsed_seconds: int | None
+    exit_code: int | None
+    signal: int | None
+    pending_reason: str | None = Field(description="Slurm's reason code")
+    pending_reason_text: str | None = Field(description="the reason code as a sentence")
+    detail: str | None
+    cancel_requested: bool
+    allocated: Allocated
+    energy: Energy
+
+
+class JobDetail(JobOut):
+    script: str
+    events: list[JobEventOut]
+
+
+class OutputStream(StrEnum):
+    stdout = "stdout"
+    stderr = "stderr"
+
+
+class OutputOut(BaseModel):
+    stream: OutputStream
+    offset: int
+    next_offset: int = Field(description="pass as `offset` to read on")
+    size: int = Field(description="the file's size when read")
+    data: str = Field(description="UTF-8 text (invalid bytes replaced)")
+    complete: bool = Field(description="the job has ended and everything was read")
+
+
+# --- templates ------------------------------------------------------------------------------
+
+class ParamType(StrEnum):
+    int = "int"
+    float = "float"
+    str = "str"
+    enum = "enum"
+    bool = "bool"
+
+
+# names a template sees besides its parameters
+RESERVED_NAMES = frozenset({"resources", "job", "template_dir"})
+Scalar = int | float | bool | str
+
+
+class ParameterSpec(_In):
+    """A typed parameter; `default` absent means required."""
+
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")
+    type: ParamType
+    description: str = Field("", max_length=1000)
+    default: Scalar | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: list[Annotated[str, StringConstraints(max_length=200)]] | None = None
+    max_length: int = Field(1000, ge=1, le=100_000)
+    pattern: str | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.name in RESERVED_NAMES:
+            raise ValueError(f"`{self.name}` is reserved")
+        if self.type is ParamType.enum and not self.choices:
+            raise ValueError("an enum parameter needs `choices`")
+        if self.type is not ParamType.enum and self.choices:
+            raise ValueError("`choices` go with an enum parameter")
+        numeric = self.type in (ParamType.int, ParamType.float)
+        if not numeric and (self.minimum is not None or self.maximum is not None):
+            raise ValueError("`minimum`/`maximum` go with int and float parameters")
+        if (self.minimum is not None and self.maximum is not None
+                and self.minimum > self.maximum):
+            raise ValueError("`minimum` is above `maximum`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"`pattern` is not a regular expression: {exc}") from exc
+        if self.default is not None:
+            problem = self.check(self.default)
+            if problem:
+                raise ValueError(f"the default value: {problem}")
+        return self
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def check(self, value: object) -> str | None:
+        """Why `value` does not fit this parameter, or None when it does."""
+        if self.type is ParamType.bool:
+            return None if isinstance(value, bool) else "must be true or false"
+        if self.type in (ParamType.int, ParamType.float):
+            return self._check_number(value)
+        if not isinstance(value, str):
+            return "must be a string"
+        if self.type is ParamType.enum:
+            choices = self.choices or []
+            return None if value in choices else f"must be one of {', '.join(choices)}"
+        return self._check_text(value)
+
+    def _check_number(self, value: object) -> str | None:
+        if self.type is ParamType.int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return "must be an integer"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number"
+        elif not math.isfinite(value):
+            return "must be a finite number"
+        return self._bounds(value)
+
+    def _check_text(self, value: str) -> str | None:
+        if len(value) > self.max_length:
+            return f"must be at most {self.max_length} characters"
+        if _CONTROL.search(value):
+            return "must not contain control characters (newlines included)"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"must match {self.pattern}"
+        return None
+
+    def _bounds(self, value: float) -> str | None:
+        if self.minimum is not None and value < self.minimum:
+            return f"must be at least {self.minimum:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {self.maximum:g}"
+        return None
+
+
+TemplateFileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+
+
+class TemplateDefinition(_In):
+    """The content of one version of a template (each change makes a new version)."""
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
+    body: str = Field(min_length=1, max_length=MAX_SCRIPT_BYTES,
+                      description="Jinja source; every {{ value }} is shell-quoted")
+    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=100)
+    files: dict[TemplateFileName, str] = Field(
+        default_factory=dict, max_length=20,
+        description="files written beside the script, in {{ template_dir }}")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [p.name for p in self.parameters]
+        if len(set(names)) != len(names):
+            raise ValueError("parameter names must be unique")
+        if sum(len(c) for c in self.files.values()) > MAX_SCRIPT_BYTES:
+            raise ValueError(f"the files hold more than {MAX_SCRIPT_BYTES} bytes")
+        return self
+
+
+class TemplateCreate(TemplateDefinition):
+    slug: str = Field(pattern=SLUG_PATTERN)
+
+
+class TemplateUpdate(TemplateDefinition):
+    enabled: bool = True
+
+
+class TemplateOut(BaseModel):
+    slug: str
+    version: int
+    latest_version: int
+    enabled: bool
+    title: str
+    description: str
+    body: str
+    parameters: list[ParameterSpec]
+    files: dict[str, str]
+    created_at: datetime

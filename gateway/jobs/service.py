@@ -1,0 +1,610 @@
+"""Submission, cancellation, output and files: the job actions a caller asks for.
+
+The order of a submission never changes: validate → quote → one transaction (the job
+`accepted`, its quota hold, the audit event) → commit → `submitting` committed → the scheduler
+call with the job's marker, outside any transaction and off the event loop → the outcome
+stored. A crash anywhere leaves a row the tracker settles by marker: no hold without a job,
+no Slurm job without a row, never a second sbatch for one job.
+
+JobService owns its transactions (each a short `database.transaction()` in a worker thread)
+because it must commit between steps; the functions it calls only add and flush.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import posixpath
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consortium.audit import RequestContext, record
+from consortium.authz import Principal, Scope, require
+from consortium.base import utcnow
+from consortium.errors import Conflict, DomainError, NotFound, PermissionDenied
+from consortium.models import ClusterIdentity, Member, Outcome, Project, ProjectStatus
+from consortium.service import get_member
+from gateway.db import Database
+from gateway.jobs import idempotency, repository, templates
+from gateway.jobs.clusters import Cluster, Clusters, identity_for
+from gateway.jobs.config import JobsSettings
+from gateway.jobs.errors import (
+    ClusterTimeout,
+    ClusterUnavailable,
+    FileTooLarge,
+    JobInputInvalid,
+    SchedulerLimitReached,
+    SubmissionRejected,
+    TooManyActiveJobs,
+)
+from gateway.jobs.models import Job, JobEvent, JobState
+from gateway.jobs.schemas import JobCreate, JobDetail, OutputOut, OutputStream, ResourcesIn
+from gateway.jobs.transitions import first_event, transition
+from gateway.jobs.views import job_detail
+from quotas import service as quotas
+from quotas.errors import QuotaExceeded
+from quotas.rates import Amounts
+from schedulers.config import PartitionConfig
+from schedulers.errors import (
+    PathRefused,
+    SchedulerError,
+    SchedulerRejected,
+    SchedulerTimeout,
+)
+from schedulers.models import Identity, JobSpec, Resources
+
+T = TypeVar("T")
+SYSTEM = "system"
+# Slurm's refusals that are limits of the account or QOS (a conflict with the current state)
+_LIMIT_REFUSAL = re.compile(r"(QOS|Assoc)\w*Limit|job submit limit|Job violates accounting")
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(6)
+
+
+def marker_for(cluster: str, public_id: str) -> str:
+    return f"hpcgw:{cluster}:{public_id}"
+
+
+def partition_errors(partition: PartitionConfig, res: ResourcesIn) -> list[dict[str, Any]]:
+    """Each way the resources exceed the partition, as field-path errors."""
+    checks: list[tuple[str, bool, str]] = [
+        ("nodes", res.nodes > partition.max_nodes,
+         f"at most {partition.max_nodes} node(s) on partition {partition.name}"),
+        ("ntasks", res.ntasks < res.nodes, "at least one task per node"),
+        ("cpus_per_task", res.cpus > partition.max_cpus_per_job,
+         f"ntasks x cpus_per_task = {res.cpus}; partition {partition.name} allows at most "
+         f"{partition.max_cpus_per_job} CPUs per job"),
+        ("gpus", res.gpus > partition.max_gpus_per_job,
+         f"at most {partition.max_gpus_per_job} GPU(s) per job on partition {partition.name}"),
+        ("mem_mb", res.mem_mb > partition.max_mem_mb_per_job,
+         f"at most {partition.max_mem_mb_per_job} MiB per job on partition {partition.name}"),
+        ("time_limit_minutes", res.time_limit_minutes > partition.max_time_minutes,
+         f"at most {partition.max_time_minutes} minutes on partition {partition.name}"),
+    ]
+    return [{"loc": ["body", "resources", field], "msg": msg, "type": "less_than_equal"}
+            for field, failed, msg in checks if failed]
+
+
+def amounts_of(res: ResourcesIn) -> Amounts:
+    return Amounts(gpus=res.gpus, cpus=res.cpus, mem_mb=res.mem_mb)
+
+
+def resolve_project(session: Session, principal: Principal, ref: int | str) -> Project:
+    """The project named by id or `member/project`, if the principal may see its member."""
+    if isinstance(ref, int):
+        project = session.get(Project, ref)
+    else:
+        member_slug, _, project_slug = ref.partition("/")
+        project = session.scalars(
+            select(Project).join(Member, Member.id == Project.member_id)
+            .where(Member.slug == member_slug, Project.slug == project_slug)).first()
+    if project is None:
+        raise NotFound(f"no project {ref}")
+    try:
+        require(principal, Scope.jobs_write, project.member_id)
+    except NotFound:
+        raise NotFound(f"no project {ref}") from None
+    return project
+
+
+def cluster_account(session: Session, member_id: int, cluster: str) -> ClusterIdentity:
+    account = session.scalars(select(ClusterIdentity).where(
+        ClusterIdentity.member_id == member_id, ClusterIdentity.cluster == cluster)).first()
+    if account is None:
+        raise Conflict(f"this member has no account on cluster {cluster}; "
+                       "ask a consortium administrator to add one")
+    return account
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: int
+    public_id: str
+    cluster: Cluster
+    identity: Identity
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class Submission:
+    """201: on the cluster with its id. 202: outcome unknown, the tracker settles it."""
+
+    status: int
+    job: JobDetail
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    status: int  # 200: the job has ended (now or before); 202: the cluster was asked
+    job: JobDetail
+
+
+class JobService:
+    def __init__(self, database: Database, clusters: Clusters, settings: JobsSettings) -> None:
+        self.database = database
+        self.clusters = clusters
+        self.settings = settings
+
+    async def _db(self, fn: Callable[[Session], T], *, write: bool = True) -> T:
+        """`fn` in a transaction of its own, in a worker thread (never on the event loop)."""
+        def run() -> T:
+            with self.database.transaction(write=write) as session:
+                return fn(session)
+        return await anyio.to_thread.run_sync(run)
+
+    def _detail(self, session: Session, job_id: int) -> JobDetail:
+        job = session.get_one(Job, job_id, populate_existing=True)
+        return job_detail(job, repository.events_of(session, job.id))
+
+    # --- submission ----------------------------------------------------------------------
+
+    async def submit(self, principal: Principal, request: JobCreate, context: RequestContext,
+                     *, idempotency_record: int | None = None) -> Submission:
+        try:
+            accepted = await self._db(
+                lambda s: self._accept(s, principal, request, context, idempotency_record))
+        except (PermissionDenied, QuotaExceeded, TooManyActiveJobs) as exc:
+            refusal = exc
+            await self._db(lambda s: self._audit_refusal(s, principal, request, context, refusal))
+            raise
+        job_id = accepted.job_id
+        if not await self._db(lambda s: self._mark_submitting(s, job_id)):
+            # cancelled between the two transactions: never submitted
+            return Submission(201, await self._db(lambda s: self._detail(s, job_id)))
+        scheduler = accepted.cluster.scheduler
+        try:
+            submitted = await scheduler.submit(accepted.identity, accepted.spec)
+        except SchedulerError as exc:
+            return await self._not_submitted(accepted, exc, context)
+        except BaseException:
+            # anything else (a bug, a cancelled request): the script may have gone; the
+            # tracker settles the job by its marker
+            with anyio.CancelScope(shield=True):
+                await self._db(lambda s: self._unknown(s, job_id, "submission interrupted"))
+            raise
+        stored, cancel_wanted = await self._db(
+            lambda s: self._submitted(s, job_id, submitted.scheduler_id))
+        if not stored:
+            # the tracker gave the job up meanwhile (it should not: its grace outlasts any
+            # submit call): the cluster must not keep a job that has no live row
+            with contextlib.suppress(SchedulerError):
+                await scheduler.cancel(accepted.identity, submitted.scheduler_id)
+        elif cancel_wanted:
+            await self._send_cancel(job_id, accepted.cluster, accepted.identity,
+                                    submitted.scheduler_id, strict=False)
+        return Submission(201, await self._db(lambda s: self._detail(s, job_id)))
+
+    async def _not_submitted(self, accepted: Accepted, exc: SchedulerError,
+                             context: RequestContext) -> Submission:
+        """The scheduler call failed: in doubt (the script may have gone) the job is `unknown`
+        and 202; otherwise `submit_failed`, its hold released, and the refusal raised."""
+        job_id, message = accepted.job_id, _describe(exc)
+        if exc.maybe_executed:
+            await self._db(lambda s: self._unknown(s, job_id, message))
+            return Submission(202, await self._db(lambda s: self._detail(s, job_id)))
+        reason = exc.message if isinstance(exc, SchedulerRejected | PathRefused) else message
+        await self._db(lambda s: self._submit_failed(s, job_id, reason, context))
+        if isinstance(exc, PathRefused):
+            raise JobInputInvalid.at(("workdir",), exc.message) from exc
+        if isinstance(exc, SchedulerRejected):
+            refusal = (SchedulerLimitReached if _LIMIT_REFUSAL.search(exc.message)
+                       else SubmissionRejected)
+            raise refusal(exc.message, job=accepted.public_id) from exc
+        raise ClusterUnavailable(
+            f"cluster {accepted.cluster.name} cannot be reached; nothing was submitted and the "
+            f"hold was released ({message})",
+            retry_after=self.settings.retry_after_seconds, job=accepted.public_id) from exc
+
+    def _accept(self, session: Session, principal: Principal, request: JobCreate,
+                context: RequestContext, idempotency_record: int | None) -> Accepted:
+        project = resolve_project(session, principal, request.project)
+        # the member row is the lock that serialises a member's submissions (job cap)
+        member = session.scalars(select(Member).where(Member.id == project.member_id)
+                                 .with_for_update(key_share=True)).one()
+        if project.status != ProjectStatus.active:
+            raise Conflict(f"project {project.slug} is {project.status}; it takes no new jobs")
+        cluster = self.clusters.get(request.cluster)
+        partition = cluster.config.partition(request.resources.partition)
+        if partition is None:
+            names = ", ".join(p.name for p in cluster.config.partitions)
+            raise JobInputInvalid.at(("resources", "partition"),
+                                     f"no such partition on {cluster.name}; it has: {names}")
+        errors = partition_errors(partition, request.resources)
+        if errors:
+            raise JobInputInvalid(errors)
+        account = cluster_account(session, member.id, cluster.name)
+        if account.allowed_partitions is not None and partition.name not in (
+                account.allowed_partitions):
+            raise PermissionDenied(
+                f"this member may not use partition {partition.name} on {cluster.name}; "
+                f"allowed: {', '.join(account.allowed_partitions) or 'none'}")
+        if member.templates_only and request.template is None:
+            raise PermissionDenied("this member may submit jobs from templates only "
+                                   "(GET /api/v1/templates lists them)")
+        cap = member.max_active_jobs or self.settings.max_active_jobs_per_member
+        active = repository.active_job_count(session, member.id)
+        if active >= cap:
+            raise TooManyActiveJobs(f"this member has {active} jobs not yet ended, its cap is "
+                                    f"{cap}; wait for some to end or cancel some", cap=cap)
+
+        public_id = new_public_id()
+        workdir = request.workdir
+        res = request.resources
+        template_id = template_version = None
+        if request.template is not None:
+            template, version = templates.get_version(session, request.template,
+                                                      request.template_version)
+            if not template.enabled:
+                raise Conflict(f"template {template.slug} is disabled")
+            values = templates.check_parameters(templates.parameter_specs(version),
+                                                request.parameters or {})
+            script = templates.render(
+                version.body, version.files, values,
+                templates.RenderTarget(public_id=public_id, name=request.name,
+                                       resources=res.model_dump()))
+            template_id, template_version = template.id, version.version
+        else:
+            script = request.script or ""
+        amounts = amounts_of(res)
+        seconds = res.time_limit_minutes * 60
+        job = Job(
+            public_id=public_id, member_id=member.id, project_id=project.id,
+            user_id=principal.user_id, cluster=cluster.name, name=request.name,
+            state=JobState.accepted, marker=marker_for(cluster.name, public_id),
+            partition=partition.name, resources=res.model_dump(), script=script,
+            template_id=template_id, template_slug=request.template,
+            template_version=template_version, parameters=request.parameters,
+            environment=dict(request.environment), workdir=workdir,
+            stdout_path=posixpath.join(workdir, f"hpcgw-{public_id}.out"),
+            stderr_path=posixpath.join(workdir, f"hpcgw-{public_id}.err"),
+            billing=partition.billing.model_dump(),
+            quote_msu=quotas.quote(partition.billing, amounts, seconds),
+        )
+        session.add(job)
+        session.flush()
+        first_event(session, job)
+        quotas.hold(session, quotas.JobRef(job_id=public_id, member_id=member.id,
+                                           project_id=project.id, user_id=principal.user_id,
+                                           cluster=cluster.name, partition=partition.name),
+                    partition.billing, amounts, seconds, actor=principal)
+        record(session, actor=principal, action="job.submit", target_type="job",
+               target_id=public_id, member_id=member.id, context=context,
+               details={"cluster": cluster.name, "partition": partition.name,
+                        "project_id": project.id, "quote_msu": job.quote_msu,
+                        "template": request.template, "template_version": template_version})
+        if idempotency_record is not None:
+            idempotency.attach_job(session, idempotency_record, job.id)
+        spec = JobSpec(
+            marker=job.marker, name=request.name, script=script,
+            account=account.slurm_account,
+            resources=Resources(**res.model_dump()),
+            environment=dict(request.environment), workdir=workdir,
+            stdout=job.stdout_path, stderr=job.stderr_path,
+        )
+        return Accepted(job.id, public_id, cluster, identity_for(cluster.config, account), spec)
+
+    def _audit_refusal(self, session: Session, principal: Principal, request: JobCreate,
+                       context: RequestContext, exc: DomainError) -> None:
+        member_id = None
+        with contextlib.suppress(DomainError):
+            member_id = resolve_project(session, principal, request.project).member_id
+        record(session, actor=principal, action="job.submit", target_type="job",
+               member_id=member_id, outcome=Outcome.denied, context=context,
+               details={"reason": exc.detail, "code": exc.code})
+
+    @staticmethod
+    def _locked(session: Session, job_id: int) -> Job:
+        return session.get_one(Job, job_id, with_for_update=True, populate_existing=True)
+
+    def _mark_submitting(self, session: Session, job_id: int) -> bool:
+        job = self._locked(session, job_id)
+        if job.state != JobState.accepted:
+            return False
+        transition(session, job, JobState.submitting)
+        return True
+
+    def _submitted(self, session: Session, job_id: int, scheduler_id: str) -> tuple[bool, bool]:
+        """Store the cluster's id: (stored, a cancel was asked meanwhile)."""
+        job = self._locked(session, job_id)
+        if job.scheduler_id == scheduler_id:
+            return True, False  # the tracker found it by its marker first
+        if job.state not in (JobState.submitting, JobState.unknown):
+            return False, False
+        now = utcnow()
+        job.scheduler_id = scheduler_id
+        job.submitted_at = now
+        transition(session, job, JobState.pending, at=now, detail=f"slurm id {scheduler_id}")
+        return True, job.cancel_requested_at is not None
+
+    def _submit_failed(self, session: Session, job_id: int, message: str,
+                       context: RequestContext) -> None:
+        job = self._locked(session, job_id)
+        if job.state != JobState.submitting:
+            return
+        now = utcnow()
+        job.detail = message
+        job.ended_at = now
+        transition(session, job, JobState.submit_failed, at=now, detail=message)
+        quotas.release(session, job.public_id, reason="submission failed", now=now)
+        record(session, actor=SYSTEM, action="job.submit_failed", target_type="job",
+               target_id=job.public_id, member_id=job.member_id, outcome=Outcome.failed,
+               context=context, details={"reason": message})
+
+    def _unknown(self, session: Session, job_id: int, message: str) -> None:
+        job = self._locked(session, job_id)
+        if job.state == JobState.submitting:
+            job.detail = message
+            transition(session, job, JobState.unknown, detail=message)
+
+    # --- idempotency -----------------------------------------------------------------------
+
+    async def claim_key(self, user_id: int, key: str, fingerprint: str
+                        ) -> idempotency.Claimed | idempotency.Replay:
+        """Claim the key, or the response to replay (an orphaned key is answered with its job:
+        202 and its state now, the response its request never sent)."""
+        claimed = await self._db(lambda s: idempotency.claim(
+            s, user_id=user_id, key=key, fingerprint=fingerprint, now=utcnow(),
+            ttl=self.settings.idempotency_ttl,
+            in_flight_timeout=self.settings.idempotency_in_flight_timeout))
+        if not isinstance(claimed, idempotency.Orphaned):
+            return claimed
+        orphan = claimed
+
+        def answer(session: Session) -> idempotency.Replay:
+            body = self._detail(session, orphan.job_id).model_dump(mode="json")
+            idempotency.complete(session, orphan.record_id, 202, body)
+            return idempotency.Replay(202, body)
+        return await self._db(answer)
+
+    async def complete_key(self, record_id: int, status: int, body: dict[str, Any]) -> None:
+        await self._db(lambda s: idempotency.complete(s, record_id, status, body))
+
+    async def abandon_key(self, record_id: int) -> None:
+        await self._db(lambda s: idempotency.abandon(s, record_id))
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _target(self, session: Session, principal: Principal, public_id: str, scope: Scope,
+                *, for_update: bool = False) -> tuple[Job, Cluster, Identity]:
+        job = repository.visible_job(session, principal, public_id, scope, for_update=for_update)
+        cluster = self.clusters.get(job.cluster)
+        identity = identity_for(cluster.config, cluster_account(session, job.member_id,
+                                                                job.cluster))
+        return job, cluster, identity
+
+    async def read_output(self, principal: Principal, public_id: str, stream: OutputStream,
+                          offset: int, limit: int | None) -> OutputOut:
+        job, cluster, identity = await self._db(
+            lambda s: self._target(s, principal, public_id, Scope.jobs_read), write=False)
+        return await self._read_chunk(job, cluster, identity, stream=stream, offset=offset,
+                                      limit=limit)
+
+    async def _read_chunk(self, job: Job, cluster: Cluster, identity: Identity, *,
+                          stream: OutputStream, offset: int, limit: int | None) -> OutputOut:
+        limit = min(limit or self.settings.output_default_limit, self.settings.output_max_limit)
+        path = job.stdout_path if stream is OutputStream.stdout else job.stderr_path
+        ended = job.state.terminal
+        if job.scheduler_id is None:
+            return OutputOut(stream=stream, offset=offset, next_offset=offset, size=0, data="",
+                             complete=ended)
+        try:
+            chunk = await cluster.scheduler.read_output(identity, path, offset, limit)
+        except SchedulerRejected:  # not written yet (the job has not started)
+            return OutputOut(stream=stream, offset=offset, next_offset=offset, size=0, data="",
+                             complete=ended)
+        except SchedulerError as exc:
+            raise self._cluster_error(cluster, exc) from exc
+        at_end = chunk.next_offset >= chunk.size
+        text, used = decode_utf8(chunk.data, final=at_end and ended)
+        next_offset = chunk.offset + used
+        return OutputOut(stream=stream, offset=chunk.offset, next_offset=next_offset,
+                         size=chunk.size, data=text, complete=ended and next_offset >= chunk.size)
+
+    async def follow_output(self, principal: Principal, public_id: str, stream: OutputStream,
+                            offset: int) -> AsyncIterator[OutputOut]:
+        """Chunks as the job writes them, until it has ended and all is read (or the stream's
+        time is up). The first read checks the caller's rights before anything is sent."""
+        _, cluster, identity = await self._db(
+            lambda s: self._target(s, principal, public_id, Scope.jobs_read), write=False)
+        return self._follow(public_id, cluster, identity, stream, offset)
+
+    async def _follow(self, public_id: str, cluster: Cluster, identity: Identity,
+                      stream: OutputStream, offset: int) -> AsyncIterator[OutputOut]:
+        deadline = anyio.current_time() + self.settings.stream_max_seconds
+        while True:
+            job = await self._db(lambda s: _job_by_public_id(s, public_id), write=False)
+            chunk = await self._read_chunk(job, cluster, identity, stream=stream, offset=offset,
+                                           limit=self.settings.output_max_limit)
+            if chunk.data or chunk.complete:
+                yield chunk
+            offset = chunk.next_offset
+            if chunk.complete or anyio.current_time() >= deadline:
+                return
+            if chunk.next_offset >= chunk.size:
+                await anyio.sleep(self.settings.stream_poll_seconds)
+
+    async def job_events(self, principal: Principal, public_id: str, after_id: int
+                         ) -> AsyncIterator[JobEvent | None]:
+        """Stored events after `after_id`, then new ones as they are stored, until the job has
+        ended and its last event was sent, or the stream's time is up. None is a keep-alive
+        (nothing new this time). Rights are checked before the stream starts."""
+        job = await self._db(
+            lambda s: repository.visible_job(s, principal, public_id, Scope.jobs_read),
+            write=False)
+        return self._events(job.id, after_id)
+
+    async def _events(self, job_id: int, after_id: int) -> AsyncIterator[JobEvent | None]:
+        deadline = anyio.current_time() + self.settings.stream_max_seconds
+        while True:
+            def read(session: Session, after_id: int = after_id) -> tuple[bool, list[JobEvent]]:
+                # the state first: an ended job's last event is then among those read after
+                ended = session.get_one(Job, job_id).state.terminal
+                return ended, repository.events_of(session, job_id, after_id=after_id)
+            ended, events = await self._db(read, write=False)
+            for event in events:
+                after_id = event.id
+                yield event
+            if ended or anyio.current_time() >= deadline:
+                return
+            if not events:
+                yield None
+            await anyio.sleep(self.settings.stream_poll_seconds)
+
+    # --- cancellation --------------------------------------------------------------------
+
+    async def cancel(self, principal: Principal, public_id: str,
+                     context: RequestContext) -> CancelOutcome:
+        """Idempotent. Not yet submitted: cancelled here, hold released. On the cluster: scancel,
+        and the tracker records the end and the charge. Submission in doubt: the cancel is
+        remembered and sent once the tracker has found the job."""
+        job, cluster, identity = await self._db(
+            lambda s: self._request_cancel(s, principal, public_id, context))
+        if job.state.terminal:
+            return CancelOutcome(200, await self._db(lambda s: self._detail(s, job.id)))
+        if job.scheduler_id is not None and job.cancel_sent_at is None:
+            await self._send_cancel(job.id, cluster, identity, job.scheduler_id, strict=True)
+        return CancelOutcome(202, await self._db(lambda s: self._detail(s, job.id)))
+
+    def _request_cancel(self, session: Session, principal: Principal, public_id: str,
+                        context: RequestContext) -> tuple[Job, Cluster, Identity]:
+        job, cluster, identity = self._target(session, principal, public_id, Scope.jobs_write,
+                                              for_update=True)
+        if job.state.terminal or job.cancel_requested_at is not None:
+            return job, cluster, identity
+        now = utcnow()
+        job.cancel_requested_at = now
+        if job.state == JobState.accepted:
+            job.ended_at = now
+            transition(session, job, JobState.cancelled, at=now,
+                       detail="cancelled before it was submitted")
+            quotas.release(session, job.public_id, reason="cancelled before submission",
+                           actor=principal, now=now)
+        record(session, actor=principal, action="job.cancel", target_type="job",
+               target_id=job.public_id, member_id=job.member_id, context=context,
+               details={"state": job.state.value})
+        return job, cluster, identity
+
+    async def _send_cancel(self, job_id: int, cluster: Cluster, identity: Identity,
+                           scheduler_id: str, *, strict: bool) -> None:
+        try:
+            await cluster.scheduler.cancel(identity, scheduler_id)
+        except SchedulerRejected:
+            pass  # it has ended already: the tracker records how
+        except SchedulerError as exc:
+            if strict:
+                raise self._cluster_error(cluster, exc) from exc
+            return  # the tracker sends it again
+
+        def sent(session: Session) -> None:
+            self._locked(session, job_id).cancel_sent_at = utcnow()
+        await self._db(sent)
+
+    # --- files ---------------------------------------------------------------------------
+
+    async def put_member_file(self, principal: Principal, member_slug: str, *,
+                              cluster_name: str | None, path: str, data: bytes,
+                              context: RequestContext) -> str:
+        """Write the file; the name of the cluster it was written on."""
+        def prepare(session: Session) -> tuple[Cluster, Identity]:
+            member = get_member(session, principal, member_slug)
+            require(principal, Scope.jobs_write, member.id)
+            cluster = self.clusters.get(cluster_name, loc=("query", "cluster"))
+            identity = identity_for(cluster.config,
+                                    cluster_account(session, member.id, cluster.name))
+            record(session, actor=principal, action="file.upload", target_type="file",
+                   target_id=path[-64:], member_id=member.id, context=context,
+                   details={"cluster": cluster.name, "path": path, "bytes": len(data)})
+            return cluster, identity
+        if len(data) > self.settings.file_max_bytes:
+            raise FileTooLarge(self.settings.file_max_bytes)
+        cluster, identity = await self._db(prepare)
+        try:
+            await cluster.scheduler.put_file(identity, path, data)
+        except PathRefused as exc:
+            raise JobInputInvalid.at(("path",), exc.message) from exc
+        except SchedulerError as exc:
+            raise self._cluster_error(cluster, exc) from exc
+        return cluster.name
+
+    async def get_member_file(self, principal: Principal, member_slug: str, *,
+                              cluster_name: str | None, path: str) -> bytes:
+        def prepare(session: Session) -> tuple[Cluster, Identity]:
+            member = get_member(session, principal, member_slug)
+            require(principal, Scope.jobs_read, member.id)
+            cluster = self.clusters.get(cluster_name, loc=("query", "cluster"))
+            return cluster, identity_for(cluster.config,
+                                         cluster_account(session, member.id, cluster.name))
+        cluster, identity = await self._db(prepare, write=False)
+        return await self._get_file(cluster, identity, path)
+
+    async def get_job_file(self, principal: Principal, public_id: str, path: str) -> bytes:
+        """A file of the job's working directory (a checkpoint, a result)."""
+        job, cluster, identity = await self._db(
+            lambda s: self._target(s, principal, public_id, Scope.jobs_read), write=False)
+        return await self._get_file(cluster, identity, posixpath.join(job.workdir, path))
+
+    async def _get_file(self, cluster: Cluster, identity: Identity, path: str) -> bytes:
+        try:
+            return await cluster.scheduler.get_file(identity, path, self.settings.file_max_bytes)
+        except PathRefused as exc:
+            raise JobInputInvalid.at(("path",), exc.message) from exc
+        except SchedulerRejected as exc:
+            raise NotFound(f"cannot read {path}: {exc.message}") from exc
+        except SchedulerError as exc:
+            raise self._cluster_error(cluster, exc) from exc
+
+    def _cluster_error(self, cluster: Cluster, exc: SchedulerError) -> DomainError:
+        if isinstance(exc, SchedulerTimeout):
+            return ClusterTimeout(f"cluster {cluster.name} did not answer in time")
+        return ClusterUnavailable(f"cluster {cluster.name} cannot be reached: {_describe(exc)}",
+                                  retry_after=self.settings.retry_after_seconds)
+
+
+def _job_by_public_id(session: Session, public_id: str) -> Job:
+    return session.scalars(select(Job).where(Job.public_id == public_id)).one()
+
+
+def decode_utf8(data: bytes, *, final: bool) -> tuple[str, int]:
+    """The text of `data` and the bytes it used: a character cut by the end of the chunk is
+    left for the next read (unless `final`); invalid bytes become U+FFFD."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    text = decoder.decode(data, final=final)
+    held_back, _ = decoder.getstate()
+    return text, len(data) - len(held_back)
+
+
+def _describe(exc: SchedulerError) -> str:
+    return f"{type(exc).__name__}: {exc.message}"
+
+
+
+

@@ -1,0 +1,54 @@
+"""The one way a job changes state: an event row in the same transaction, and the listeners
+(webhooks, metrics) told inside that transaction, so what they record lands with the change
+or not at all (a transactional outbox, not a fire-and-forget call)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from consortium.base import utcnow
+from gateway.jobs.models import Job, JobEvent, JobState
+
+Listener = Callable[[Session, Job, JobEvent], None]
+_listeners: list[Listener] = []
+
+
+def on_state_change(listener: Listener) -> Listener:
+    """Register a listener (usable as a decorator). It must only add rows to the session."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+    return listener
+
+
+def remove_listener(listener: Listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def transition(session: Session, job: Job, to_state: JobState, *, detail: str | None = None,
+               at: datetime | None = None) -> JobEvent:
+    """Move `job` to `to_state` and record it. An ended job never changes again."""
+    if job.state.terminal:
+        raise ValueError(f"job {job.public_id} has ended ({job.state}); it cannot become "
+                         f"{to_state}")
+    event = JobEvent(job_id=job.id, at=at or utcnow(), from_state=job.state, to_state=to_state,
+                     detail=detail)
+    job.state = to_state
+    session.add(event)
+    session.flush()
+    for listener in list(_listeners):
+        listener(session, job, event)
+    return event
+
+
+def first_event(session: Session, job: Job, *, at: datetime | None = None) -> JobEvent:
+    """The event of a job's creation (no previous state)."""
+    event = JobEvent(job_id=job.id, at=at or job.created_at, from_state=None, to_state=job.state)
+    session.add(event)
+    session.flush()
+    for listener in list(_listeners):
+        listener(session, job, event)
+    return event

@@ -1,0 +1,81 @@
+"""A member's files on the local cluster, confined to the member's work root.
+
+Paths are relative to the work root. Absolute paths and `..` are refused outright; what is left
+is resolved (symlinks followed) and must still lie under the resolved root. The check and the
+use are not atomic: a job that swaps a symlink in between could escape, which changes nothing
+here since every member's job already runs as the gateway's own OS user.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path, PurePosixPath
+
+from schedulers.errors import PathRefused, SchedulerRejected
+from schedulers.models import Identity, OutputChunk
+
+
+def work_root(identity: Identity) -> Path:
+    """The member's work root, created if missing."""
+    root = Path(identity.work_root)
+    if not root.is_absolute():
+        raise PathRefused(f"the work root of {identity.name} is not absolute: {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    return root.resolve()
+
+
+def confine(identity: Identity, path: str) -> Path:
+    """The absolute path `path` names under the member's work root, or PathRefused."""
+    relative = PurePosixPath(path)
+    if "\0" in path or relative.is_absolute() or ".." in relative.parts:
+        raise PathRefused(f"path refused (absolute, '..' or NUL): {path!r}")
+    root = work_root(identity)
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise PathRefused(f"path refused (leads out of the work root): {path!r}")
+    return target
+
+
+def read_chunk(identity: Identity, path: str, offset: int, limit: int) -> OutputChunk:
+    if offset < 0 or limit < 0:
+        raise ValueError("offset and limit must not be negative")
+    target = confine(identity, path)
+    try:
+        with target.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            data = f.read(limit)
+    except OSError as exc:
+        raise SchedulerRejected(f"cannot read {path}: {exc.strerror}") from exc
+    return OutputChunk(data=data, offset=offset, next_offset=offset + len(data), size=size)
+
+
+def read_whole(identity: Identity, path: str, limit: int) -> bytes:
+    target = confine(identity, path)
+    try:
+        with target.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise SchedulerRejected(f"{path} holds {size} bytes, more than the {limit} allowed")
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SchedulerRejected(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > limit:  # it grew since fstat
+        raise SchedulerRejected(f"{path} holds more than the {limit} bytes allowed")
+    return data
+
+
+def write_whole(identity: Identity, path: str, data: bytes) -> None:
+    """Write the file whole: readers see the old content or the new one, never a part."""
+    if not PurePosixPath(path).parts:
+        raise PathRefused("a file path is needed, not the work root")
+    target = confine(identity, path)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.upload")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SchedulerRejected(f"cannot write {path}: {exc.strerror}") from exc

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# test.sh - every check of hpcgw, as CI runs it (.ci/run): installs what the tests need,
+# brings up PostgreSQL and the local Slurm test cluster, then runs ruff, mypy, `alembic check`
+# on a fresh SQLite and a fresh PostgreSQL database, and pytest on SQLite then on PostgreSQL.
+#
+# Usage (as root, on Debian 12 or 13, from anywhere in a clone): scripts/test.sh [PYTEST ARGS]
+#   Extra arguments go to both pytest runs (e.g. `scripts/test.sh tests/cli -x`).
+#   With CI=true a skipped test counts as a failure (tests/conftest.py).
+# Exit status 0 only if every check passed. Each installation step is idempotent and quick when
+# its work is done already (pip runs only when pyproject.toml changed since the last install).
+# PostgreSQL and the test cluster are left running for the next run; stop them with
+#   scripts/testcluster.sh down; scripts/postgres.sh down
+set -uo pipefail # no -e: a failing check must not hide the others; setup failures exit below
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+VENV=$ROOT/.venv
+STAMP=$VENV/.hpcgw-installed # "<extras> <sha256 of pyproject.toml>" of the last pip install
+DEBIAN_PACKAGES=(python3 python3-venv python3-pip chromium)
+export PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
+
+T_START=$EPOCHREALTIME
+RESULTS=()
+FAILED=0
+
+log() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+
+# phase NAME CMD...: run one step, time it and record the outcome
+phase() {
+  local name=$1 started=$EPOCHREALTIME rc
+  shift
+  log "$name"
+  "$@"
+  rc=$?
+  if ((rc == 0)); then
+    RESULTS+=("$(printf '%-40s ok      %7ss' "$name" "$(elapsed "$started")")")
+  else
+    RESULTS+=("$(printf '%-40s FAILED  %7ss  (exit %d)' "$name" "$(elapsed "$started")" "$rc")")
+    FAILED=$((FAILED + 1))
+  fi
+  return "$rc"
+}
+
+summary() {
+  printf '\n\033[1m== summary\033[0m\n'
+  printf '  %s\n' "${RESULTS[@]}"
+  printf '  %-40s         %7ss\n' "total" "$(elapsed "$T_START")"
+  printf '\nPostgreSQL and the Slurm test cluster are still running; to stop them:\n'
+  printf '  scripts/testcluster.sh down; scripts/postgres.sh down\n'
+  if ((FAILED)); then
+    printf '\n\033[1;31m%d check(s) FAILED\033[0m\n' "$FAILED"
+  else
+    printf '\n\033[1;32mall checks passed\033[0m\n'
+  fi
+}
+
+# setup NAME CMD...: a step the checks depend on; its failure ends the run
+setup() { phase "$@" || { summary; exit 1; }; }
+
+install_debian_packages() {
+  local p missing=()
+  for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || { echo "present: ${DEBIAN_PACKAGES[*]}"; return 0; }
+  echo "installing ${missing[*]}"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/hpcgw-test-apt.log 2>&1 \
+    || { apt-get update -q >>/tmp/hpcgw-test-apt.log 2>&1 \
+      && apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/hpcgw-test-apt.log 2>&1; } \
+    || { tail -20 /tmp/hpcgw-test-apt.log; return 1; }
+}
+
+# `status` first: `up` waits on a lock that a server it started keeps holding (fd inherited)
+postgres_up() { scripts/postgres.sh status >/dev/null || scripts/postgres.sh up; }
+
+python_environment() {
+  local wanted
+  [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV" || return 1
+  wanted="dev $(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if [[ -f $STAMP && $(<"$STAMP") == "$wanted" ]]; then
+    echo "up to date with pyproject.toml"
+    return 0
+  fi
+  "$VENV/bin/pip" install -q -e '.[dev]' || return 1
+  echo "$wanted" >"$STAMP"
+}
+
+# alembic_check URL: upgrade an empty database to head, then `alembic check` (no drift)
+alembic_check() {
+  local secret
+  secret=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(48))')
+  export HPCGW_DATABASE_URL=$1 HPCGW_SECRET_KEY=$secret # in this function's subshell only
+  "$VENV/bin/hpcgw" db upgrade && "$VENV/bin/hpcgw" db check
+}
+
+alembic_check_sqlite() {
+  local dir rc
+  dir=$(mktemp -d)
+  (alembic_check "sqlite:///$dir/check.db")
+  rc=$?
+  rm -rf "$dir"
+  return "$rc"
+}
+
+alembic_check_postgresql() {
+  local name="hpcgw_alembic_check_$$" url admin rc
+  url=$(scripts/postgres.sh url)     # SQLAlchemy's URL of the maintenance database
+  admin=${url/+psycopg/}             # the same for libpq (psql)
+  psql -X -q -v ON_ERROR_STOP=1 -d "$admin" \
+    -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" || return 1
+  (alembic_check "${url%/*}/$name")
+  rc=$?
+  psql -X -q -d "$admin" -c "DROP DATABASE IF EXISTS $name WITH (FORCE)"
+  return "$rc"
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "scripts/test.sh: run as root (it installs Debian packages and starts test services)" >&2
+  exit 1
+fi
+
+setup "Debian packages" install_debian_packages
+setup "PostgreSQL (scripts/postgres.sh up)" postgres_up
+setup "Slurm test cluster (testcluster.sh up)" scripts/testcluster.sh up
+setup "Python environment (.venv)" python_environment
+
+phase "ruff check" "$VENV/bin/ruff" check .
+phase "mypy (strict)" "$VENV/bin/mypy"
+phase "alembic check, SQLite" alembic_check_sqlite
+phase "alembic check, PostgreSQL" alembic_check_postgresql
+phase "pytest, SQLite" env HPCGW_TEST_DB=sqlite "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+phase "pytest, PostgreSQL" env HPCGW_TEST_DB=postgresql "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+
+summary
+((FAILED == 0))

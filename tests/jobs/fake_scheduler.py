@@ -1,0 +1,161 @@
+"""A scheduler behind the real interface, in memory, scripted by the tests; it counts its calls."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from consortium.base import utcnow
+from schedulers.base import Scheduler
+from schedulers.config import ClusterConfig
+from schedulers.errors import SchedulerRejected, SchedulerUnavailable
+from schedulers.models import (
+    AccountingRecord,
+    Health,
+    Identity,
+    JobSpec,
+    JobState,
+    JobStatus,
+    OutputChunk,
+    Submitted,
+)
+
+
+@dataclass
+class FakeJob:
+    id: str
+    spec: JobSpec
+    identity: Identity
+    state: JobState = JobState.pending
+    reason: str | None = "Priority"
+    submit: datetime = field(default_factory=utcnow)
+    start: datetime | None = None
+    end: datetime | None = None
+    exit_code: int | None = None
+    in_accounting: bool = True
+    in_queue: bool = True
+
+
+class FakeScheduler(Scheduler):
+    def __init__(self, config: ClusterConfig) -> None:
+        super().__init__(config)
+        self.jobs: dict[str, FakeJob] = {}
+        self.calls: Counter[str] = Counter()
+        self.files: dict[tuple[str, str], bytes] = {}  # (work_root, path) -> content
+        self.cancelled: list[str] = []
+        # what the next submit does: None = accept; an exception instance = raise it
+        self.submit_error: Exception | None = None
+        # an exception raised after the job was registered (the answer was lost)
+        self.lost_answer: Exception | None = None
+        self.on_submit: Callable[[JobSpec], None] | None = None
+        self.down = False
+        self._next = 1000
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise SchedulerUnavailable("connection refused", cluster=self.name)
+
+    async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:
+        self.calls["submit"] += 1
+        if self.on_submit is not None:
+            self.on_submit(spec)
+        self._check_up()
+        if self.submit_error is not None:
+            raise self.submit_error
+        self._next += 1
+        job_id = str(self._next)
+        self.jobs[job_id] = FakeJob(id=job_id, spec=spec, identity=identity)
+        if self.lost_answer is not None:
+            raise self.lost_answer
+        return Submitted(scheduler_id=job_id)
+
+    async def states(self, scheduler_ids: Sequence[str]) -> dict[str, JobStatus]:
+        self.calls["states"] += 1
+        self._check_up()
+        return {
+            i: JobStatus(scheduler_id=i, state=j.state, raw_state=j.state.value.upper(),
+                         reason=j.reason if j.state is JobState.pending else None)
+            for i in scheduler_ids if (j := self.jobs.get(i)) is not None and j.in_queue
+        }
+
+    async def accounting(self, scheduler_ids: Sequence[str]) -> dict[str, AccountingRecord]:
+        self.calls["accounting"] += 1
+        self._check_up()
+        records = {}
+        for i in scheduler_ids:
+            job = self.jobs.get(i)
+            if job is None or not job.in_accounting:
+                continue
+            res = job.spec.resources
+            started = job.start is not None
+            elapsed = int(((job.end or utcnow()) - job.start).total_seconds()) if started else 0
+            records[i] = AccountingRecord(
+                scheduler_id=i, state=job.state, raw_state=job.state.value.upper(),
+                exit_code=job.exit_code, submit=job.submit, start=job.start, end=job.end,
+                elapsed_seconds=elapsed, alloc_cpus=res.cpus if started else 0,
+                alloc_gpus=res.gpus if started else 0,
+                alloc_mem_mb=res.mem_mb if started else 0, nodes="node1" if started else "",
+                node_count=res.nodes if started else 0)
+        return records
+
+    async def cancel(self, identity: Identity, scheduler_id: str) -> None:
+        self.calls["cancel"] += 1
+        self._check_up()
+        job = self.jobs.get(scheduler_id)
+        if job is None or job.state.terminal:
+            raise SchedulerRejected("Job has already finished")
+        self.cancelled.append(scheduler_id)
+
+    async def find_by_marker(self, identity: Identity, marker: str) -> str | None:
+        self.calls["find_by_marker"] += 1
+        self._check_up()
+        return next((i for i, j in self.jobs.items() if j.spec.marker == marker), None)
+
+    async def read_output(self, identity: Identity, path: str, offset: int,
+                          limit: int) -> OutputChunk:
+        self.calls["read_output"] += 1
+        self._check_up()
+        data = self.files.get((identity.work_root, path))
+        if data is None:
+            raise SchedulerRejected(f"cannot read {path}: No such file or directory")
+        part = data[offset:offset + limit]
+        return OutputChunk(data=part, offset=offset, next_offset=offset + len(part),
+                           size=len(data))
+
+    async def put_file(self, identity: Identity, path: str, data: bytes) -> None:
+        self.calls["put_file"] += 1
+        self._check_up()
+        self.files[(identity.work_root, path)] = data
+
+    async def get_file(self, identity: Identity, path: str, limit: int) -> bytes:
+        self.calls["get_file"] += 1
+        self._check_up()
+        data = self.files.get((identity.work_root, path))
+        if data is None:
+            raise SchedulerRejected(f"cannot read {path}: No such file or directory")
+        return data[:limit]
+
+    async def health(self) -> Health:
+        return Health(cluster=self.name, ok=not self.down, detail="fake", latency_ms=0.0)
+
+    # --- what the tests make happen on the "cluster" -------------------------------------
+
+    def only(self) -> FakeJob:
+        (job,) = self.jobs.values()
+        return job
+
+    def run(self, job_id: str, *, started: datetime | None = None) -> None:
+        job = self.jobs[job_id]
+        job.state, job.reason = JobState.running, None
+        job.start = started or utcnow()
+
+    def end(self, job_id: str, state: JobState = JobState.completed, *, seconds: int = 600,
+            exit_code: int = 0) -> None:
+        job = self.jobs[job_id]
+        if job.start is None:
+            job.start = utcnow() - timedelta(seconds=seconds)
+        job.state, job.reason = state, None
+        job.end = job.start + timedelta(seconds=seconds)
+        job.exit_code = exit_code
