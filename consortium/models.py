@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -20,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from consortium.base import Base, BigIntPK, UTCDateTime, utcnow
+from consortium.base import Base, BigIntPK, UTCDateTime, enum_column, utcnow
 
 
 class MemberKind(StrEnum):
@@ -66,21 +65,15 @@ class Outcome(StrEnum):
     failed = "failed"
 
 
-def _enum(cls: type[StrEnum], name: str) -> Enum:
-    # VARCHAR + CHECK on every database: adding a value later is a plain migration.
-    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=32,
-                values_callable=lambda e: [m.value for m in e])
-
-
 class Member(Base):
     __tablename__ = "members"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[MemberKind] = mapped_column(_enum(MemberKind, "member_kind"))
+    kind: Mapped[MemberKind] = mapped_column(enum_column(MemberKind, "member_kind"))
     status: Mapped[MemberStatus] = mapped_column(
-        _enum(MemberStatus, "member_status"), default=MemberStatus.active
+        enum_column(MemberStatus, "member_status"), default=MemberStatus.active
     )
     contact_name: Mapped[str | None] = mapped_column(String(200))
     contact_email: Mapped[str | None] = mapped_column(String(320))
@@ -118,7 +111,7 @@ class Membership(Base):
                                          primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"),
                                            primary_key=True, index=True)
-    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="memberships", lazy="raise")
@@ -134,10 +127,10 @@ class Project(Base):
                                            index=True)
     slug: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    domain: Mapped[Domain] = mapped_column(_enum(Domain, "project_domain"))
+    domain: Mapped[Domain] = mapped_column(enum_column(Domain, "project_domain"))
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[ProjectStatus] = mapped_column(
-        _enum(ProjectStatus, "project_status"), default=ProjectStatus.active
+        enum_column(ProjectStatus, "project_status"), default=ProjectStatus.active
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -176,7 +169,7 @@ class Invitation(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"),
                                            index=True)
     email: Mapped[str] = mapped_column(String(320))
-    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -253,7 +246,7 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target_type: Mapped[str] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
-    outcome: Mapped[Outcome] = mapped_column(_enum(Outcome, "audit_outcome"))
+    outcome: Mapped[Outcome] = mapped_column(enum_column(Outcome, "audit_outcome"))
     client_addr: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

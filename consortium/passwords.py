@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 # argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, m=64 MiB, p=4).
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("hpcgw-no-such-account")
+
+
+@cache
+def _dummy_hash() -> str:
+    # made on first use, not at import: hashing costs most of a second (every CLI start paid it)
+    return _hasher.hash("hpcgw-no-such-account")
 
 
 def hash_password(password: str) -> str:
@@ -17,7 +24,8 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True if the password matches. A missing hash still spends one full verification."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        matched = _hasher.verify(password_hash or _dummy_hash(), password)
+        return matched and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

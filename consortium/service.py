@@ -517,17 +517,42 @@ def _check_usable(invitation: Invitation, now: datetime) -> None:
         raise InvitationGone("this invitation has expired: ask for a new one")
 
 
+def _usable_invitation(session: Session, token: str, now: datetime) -> Invitation:
+    invitation = session.scalar(
+        select(Invitation).where(Invitation.token_hash == token_hash(token)))
+    if invitation is None:
+        raise NotFound("no such invitation")
+    _check_usable(invitation, now)
+    return invitation
+
+
+@dataclass(frozen=True)
+class InvitationPreview:
+    """What the invitee sees before accepting (public: the token is the credential)."""
+
+    email: str
+    role: Role
+    member_name: str
+    has_account: bool  # an account with this email exists: accepting needs no name or password
+
+
+def preview_invitation(session: Session, token: str) -> InvitationPreview:
+    """The usable invitation of a token; NotFound if unknown, InvitationGone once unusable."""
+    invitation = _usable_invitation(session, token, utcnow())
+    member = session.get_one(Member, invitation.member_id)
+    has_account = session.scalar(select(User.id).where(
+        User.email_normalized == normalize_email(invitation.email))) is not None
+    return InvitationPreview(email=invitation.email, role=invitation.role,
+                             member_name=member.name, has_account=has_account)
+
+
 def accept_invitation(session: Session, token: str, data: InvitationAccept, *,
                       context: RequestContext) -> User:
     """Use an invitation once: create the account (name and password), or, when an account
     with that email exists, add the membership to it (its name and password stay as they are).
     """
     now = utcnow()
-    invitation = session.scalar(
-        select(Invitation).where(Invitation.token_hash == token_hash(token)))
-    if invitation is None:
-        raise NotFound("no such invitation")
-    _check_usable(invitation, now)
+    invitation = _usable_invitation(session, token, now)
     email = normalize_email(invitation.email)
     user = session.scalar(select(User).where(User.email_normalized == email))
     created = user is None

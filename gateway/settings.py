@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from gateway.jobs.config import JobsSettings
+from gateway.webhooks.config import WebhookSettings
 from schedulers.config import ClusterConfig
 
 # Placeholders people copy from examples; refused outside demo mode.
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
     login_throttle: LoginThrottleSettings = LoginThrottleSettings()
     clusters: list[ClusterConfig] = Field(default_factory=list)
     jobs: JobsSettings = JobsSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -22,8 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from consortium.base import Base, BigIntPK, UTCDateTime, utcnow
-from consortium.models import _enum
+from consortium.base import Base, BigIntPK, UTCDateTime, enum_column, utcnow
 
 
 class AllocationKind(StrEnum):
@@ -72,9 +71,9 @@ class Allocation(Base):
     project_id: Mapped[int | None] = mapped_column(
         ForeignKey("projects.id", ondelete="RESTRICT"), index=True
     )
-    kind: Mapped[AllocationKind] = mapped_column(_enum(AllocationKind, "allocation_kind"))
+    kind: Mapped[AllocationKind] = mapped_column(enum_column(AllocationKind, "allocation_kind"))
     state: Mapped[AllocationState] = mapped_column(
-        _enum(AllocationState, "allocation_state"), default=AllocationState.active
+        enum_column(AllocationState, "allocation_state"), default=AllocationState.active
     )
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -122,7 +121,7 @@ class Hold(Base):
     cluster: Mapped[str] = mapped_column(String(64))
     partition: Mapped[str] = mapped_column(String(64))
     amount_msu: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[HoldState] = mapped_column(_enum(HoldState, "hold_state"),
+    state: Mapped[HoldState] = mapped_column(enum_column(HoldState, "hold_state"),
                                              default=HoldState.open)
     charged_msu: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded_msu: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -150,7 +149,7 @@ class LedgerEntry(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id", ondelete="RESTRICT"))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="RESTRICT"))
-    kind: Mapped[EntryKind] = mapped_column(_enum(EntryKind, "ledger_entry_kind"))
+    kind: Mapped[EntryKind] = mapped_column(enum_column(EntryKind, "ledger_entry_kind"))
     amount_msu: Mapped[int] = mapped_column(BigInteger)
     # no foreign keys below: an entry outlives the project, user or job it names
     project_id: Mapped[int | None] = mapped_column(Integer)
@@ -184,7 +183,7 @@ class Alert(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id", ondelete="RESTRICT"))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="RESTRICT"))
-    kind: Mapped[AlertKind] = mapped_column(_enum(AlertKind, "quota_alert_kind"))
+    kind: Mapped[AlertKind] = mapped_column(enum_column(AlertKind, "quota_alert_kind"))
     fired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     granted_msu: Mapped[int] = mapped_column(BigInteger)
     used_msu: Mapped[int] = mapped_column(BigInteger)

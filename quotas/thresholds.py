@@ -6,7 +6,7 @@ out after the transaction that fired it has committed (`deliver`), never inside 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +35,17 @@ PROJECTION_WINDOW = timedelta(days=7)
 DELIVERY_BATCH = 100
 
 Transaction = Callable[[], AbstractContextManager[Session]]
+
+# told of newly fired alerts inside the transaction that fires them (the gateway's webhooks
+# add their outbox rows there); a listener must only add rows to the session
+AlertListener = Callable[[Session, Sequence[Alert]], None]
+_alert_listeners: list[AlertListener] = []
+
+
+def on_alerts(listener: AlertListener) -> AlertListener:
+    if listener not in _alert_listeners:
+        _alert_listeners.append(listener)
+    return listener
 
 
 def burn_per_day(used_msu: int, window: timedelta) -> Fraction:
@@ -82,6 +93,9 @@ def evaluate(session: Session, allocation: Allocation, now: datetime | None = No
         if projected is not None and projected < allocation.ends_at:
             fire(AlertKind.exhaustion, projected)
     session.add_all(new)
+    if new:
+        for listener in list(_alert_listeners):
+            listener(session, new)
     return new
 
 

@@ -123,6 +123,7 @@ fi
 setup "Debian packages" install_debian_packages
 setup "PostgreSQL (scripts/postgres.sh up)" postgres_up
 setup "Slurm test cluster (testcluster.sh up)" scripts/testcluster.sh up
+setup "PyTorch for the cluster's jobs (torch-env.sh)" scripts/torch-env.sh
 setup "Python environment (.venv)" python_environment
 
 phase "ruff check" "$VENV/bin/ruff" check .

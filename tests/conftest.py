@@ -18,17 +18,24 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session
+from testcluster_helpers import TESTCLUSTER, Cluster, parse_env
 
 from gateway import migrations
 from gateway.api.app import create_app
 from gateway.db import Database, make_engine
+from gateway.logging import configure_logging
 from gateway.settings import Settings
+from gateway.webhooks.config import WebhookSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_KIND = os.environ.get("HPCGW_TEST_DB", "sqlite")
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:55432/postgres"
 IN_CI = bool(os.environ.get("CI"))
 TEST_SECRET = "test-secret-" + "x" * 40
+
+# The service's own log format: structlog's default renderer formats tracebacks with rich, which
+# costs seconds per error under load.
+configure_logging("WARNING", json=True)
 
 # Skips that do not hide a missing service: the only ones allowed in CI.
 ALLOWED_CI_SKIPS = ("pyslurm",)
@@ -180,6 +187,8 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         base_url="http://testserver",
         log_json=True,
+        # the webhook worker would use the test's shared connection from another thread
+        webhooks=WebhookSettings(worker_in_serve=False),
     )
 
 
@@ -188,3 +197,21 @@ def app_client(settings: Settings, database: Database) -> Iterator[TestClient]:
     app = create_app(settings, database=database)
     with TestClient(app) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def testcluster() -> Cluster:
+    """The project's Slurm test cluster as `scripts/testcluster.sh env` describes it. A test that
+    needs it and does not find it up FAILS, it is never skipped."""
+    try:
+        status = subprocess.run([TESTCLUSTER, "status"], capture_output=True, text=True,
+                                timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"cannot ask the Slurm test cluster for its status: {exc}", pytrace=False)
+    if status.returncode != 0:
+        pytest.fail("the Slurm test cluster is not up; start it with "
+                    f"`sudo scripts/testcluster.sh up`:\n{status.stdout}{status.stderr}",
+                    pytrace=False)
+    out = subprocess.run([TESTCLUSTER, "env"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    return Cluster(parse_env(out))

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from gateway.api.errors import PROBLEM_JSON, Problem, install_error_handlers
 from gateway.api.middleware import RequestIdMiddleware
@@ -21,6 +22,7 @@ from gateway.api.routes import (
     quotas,
     templates,
     tokens,
+    webhooks,
 )
 from gateway.auth.oidc import OidcVerifier
 from gateway.db import Database
@@ -28,6 +30,8 @@ from gateway.jobs.clusters import Clusters
 from gateway.jobs.runtime import build_schedulers, close_schedulers, jobs_runtime
 from gateway.jobs.service import JobService
 from gateway.settings import Settings
+from gateway.ui import routes as ui
+from gateway.webhooks.delivery import webhooks_runtime
 from schedulers.base import Scheduler
 
 API_PREFIX = "/api/v1"
@@ -41,7 +45,8 @@ def create_app(settings: Settings, database: Database | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with jobs_runtime(settings, db, backends):
+        async with (jobs_runtime(settings, db, backends),
+                    webhooks_runtime(settings, db, worker=settings.webhooks.worker_in_serve)):
             yield
         if schedulers is None:
             await close_schedulers(backends)
@@ -67,8 +72,11 @@ def create_app(settings: Settings, database: Database | None = None,
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(ops.router)
-    for module in (auth, tokens, members, invitations, quotas, jobs, templates, audit):
+    for module in (auth, tokens, members, invitations, quotas, jobs, templates, audit,
+                   webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(ui.router)
+    app.mount(ui.STATIC_PATH, StaticFiles(directory=ui.STATIC_DIR), name="ui-static")
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

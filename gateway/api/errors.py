@@ -93,9 +93,20 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# FastAPI's detail for a body it cannot decode (fastapi/routing.py)
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 400 and detail == _UNPARSABLE_BODY:
+        # a body FastAPI cannot even decode (not UTF-8) is bad input like any other: 422
+        return problem_response(
+            request, 422, detail="invalid request: body", type_="/problems/validation",
+            title="Validation failed",
+            errors=[{"loc": ["body"], "msg": "body could not be decoded", "type": "json_invalid"}],
+        )
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.url.path}"
     elif exc.status_code == 405:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jwt
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -33,20 +33,36 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+# The user and its roles in one query, one row per membership in an active member (a suspended
+# member's rights end at once); built once, as it runs on every request.
+_USER_AND_ROLES = (
+    select(User.email, User.is_admin, User.is_active, Membership.member_id, Membership.role)
+    .select_from(User)
+    .outerjoin(Membership.__table__.join(Member.__table__, and_(
+        Member.id == Membership.member_id, Member.status == MemberStatus.active)),
+        Membership.user_id == User.id)
+    .where(User.id == bindparam("user_id"))
+)
+
+
 def principal_for_user(session: Session, user: User, **credential: object) -> Principal:
-    """The user's roles in its active members: a suspended member's rights end at once."""
-    if not user.is_active:
+    """The user's roles in its active members."""
+    return _principal(session, user.id, "invalid access token", **credential)
+
+
+def _principal(session: Session, user_id: int, unknown: str, **credential: object) -> Principal:
+    """The user and its active roles; `unknown` is the refusal when no such user exists."""
+    rows = session.execute(_USER_AND_ROLES, {"user_id": user_id}).all()
+    if not rows:
+        raise Unauthenticated(unknown)
+    email, is_admin, is_active = rows[0][:3]
+    if not is_active:
         raise Unauthenticated("this account is disabled")
-    rows = session.execute(
-        select(Membership.member_id, Membership.role)
-        .join(Member, Member.id == Membership.member_id)
-        .where(Membership.user_id == user.id, Member.status == MemberStatus.active)
-    ).all()
     return Principal(
-        user_id=user.id,
-        email=user.email,
-        is_admin=user.is_admin,
-        roles=dict(rows),
+        user_id=user_id,
+        email=email,
+        is_admin=is_admin,
+        roles={member_id: role for *_, member_id, role in rows if member_id is not None},
         **credential,  # type: ignore[arg-type]
     )
 
@@ -62,12 +78,9 @@ def _pat_principal(session: Session, presented: str) -> Principal:
             # a usage timestamp never fails a request (SQLite may refuse to turn a reading
             # transaction into a writing one under concurrent writes); next use retries
             log.warning("token last_used_at not recorded", token_id=token.id, error=str(exc))
-    user = session.get(User, token.user_id)
-    if user is None:
-        raise Unauthenticated("invalid access token")
-    return principal_for_user(
-        session, user, scopes=tokens.token_scopes(token), token_member_id=token.member_id,
-        via="pat", token_id=token.id,
+    return _principal(
+        session, token.user_id, "invalid access token", scopes=tokens.token_scopes(token),
+        token_member_id=token.member_id, via="pat", token_id=token.id,
     )
 
 
@@ -84,10 +97,8 @@ def authenticate(request: Request, session: Session, settings: Settings) -> Prin
         return _pat_principal(session, token)
     issuer = _unverified_issuer(token)
     if issuer == ISSUER:
-        user = session.get(User, verify_access_token(settings, token))
-        if user is None:
-            raise Unauthenticated("invalid or expired access token")
-        return principal_for_user(session, user)
+        return _principal(session, verify_access_token(settings, token),
+                          "invalid or expired access token")
     oidc: OidcVerifier | None = getattr(request.app.state, "oidc", None)
     if oidc is not None and issuer == oidc.issuer:
         claims = oidc.verify(token)

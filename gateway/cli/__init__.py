@@ -13,6 +13,7 @@ from gateway.cli.clusters import clusters_app
 from gateway.cli.config import config_app
 from gateway.cli.db import db_app
 from gateway.cli.demo import demo
+from gateway.cli.jobs import jobs_app, submit, tracker_command
 from gateway.cli.quotas import allocation_app, ledger_app, quotas_app
 from gateway.cli.serve import serve
 
@@ -36,7 +37,10 @@ def main(
 
 
 app.command()(serve)
+app.command("tracker")(tracker_command)
 app.command()(demo)
+app.add_typer(jobs_app, name="jobs")
+app.command("submit", help="Same as `hpcgw jobs submit` (PRODUCT.md's example).")(submit)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(clusters_app, name="clusters")

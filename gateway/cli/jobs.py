@@ -22,6 +22,8 @@ from gateway.jobs.runtime import build_schedulers, close_schedulers, seed
 from gateway.jobs.tracker import ClusterTracker, run_trackers
 from gateway.logging import configure_logging
 from gateway.settings import Settings
+from gateway.webhooks.delivery import webhooks_runtime
+from gateway.webhooks.service import install as install_webhooks
 
 
 def tracker_command(
@@ -29,8 +31,8 @@ def tracker_command(
         "--once", help="One cycle per cluster, a summary, and exit.")] = False,
 ) -> None:
     """Follow every job of every configured cluster to its end (one tracker per cluster across
-    replicas). Runs until SIGINT/SIGTERM; `hpcgw serve` runs the same loops unless
-    `jobs.tracker_in_serve` is false."""
+    replicas) and send the webhooks. Runs until SIGINT/SIGTERM; `hpcgw serve` runs the same
+    loops unless `jobs.tracker_in_serve` (`webhooks.worker_in_serve`) is false."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_json)
     require_schema_at_head(settings)
@@ -45,7 +47,8 @@ async def _track(settings: Settings) -> None:
     stop = anyio.Event()
     try:
         await seed(database)
-        async with anyio.create_task_group() as group:
+        async with (webhooks_runtime(settings, database, worker=True),
+                    anyio.create_task_group() as group):
             group.start_soon(_stop_on_signal, stop)
             await run_trackers(settings, database, schedulers, stop)
             group.cancel_scope.cancel()
@@ -65,6 +68,7 @@ async def _track_once(settings: Settings) -> None:
     database = Database(settings.effective_database_url)
     schedulers = build_schedulers(settings)
     try:
+        install_webhooks()
         for cluster in Clusters(settings.clusters, schedulers):
             report = await ClusterTracker(database, cluster, settings.jobs).cycle()
             if not report.leader:

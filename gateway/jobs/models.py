@@ -21,8 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from consortium.base import Base, BigIntPK, UTCDateTime, utcnow
-from consortium.models import _enum
+from consortium.base import Base, BigIntPK, UTCDateTime, enum_column, utcnow
 
 
 class JobState(StrEnum):
@@ -76,7 +75,8 @@ class Job(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     cluster: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.accepted)
+    state: Mapped[JobState] = mapped_column(enum_column(JobState, "job_state"),
+                                            default=JobState.accepted)
     # goes to Slurm's --comment: how a job whose submission went unanswered is found again
     marker: Mapped[str] = mapped_column(String(120), unique=True)
     scheduler_id: Mapped[str | None] = mapped_column(String(64))
@@ -143,8 +143,8 @@ class JobEvent(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    from_state: Mapped[JobState | None] = mapped_column(_enum(JobState, "from_state"))
-    to_state: Mapped[JobState] = mapped_column(_enum(JobState, "to_state"))
+    from_state: Mapped[JobState | None] = mapped_column(enum_column(JobState, "from_state"))
+    to_state: Mapped[JobState] = mapped_column(enum_column(JobState, "to_state"))
     detail: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="events", lazy="raise")
@@ -200,7 +200,7 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
     state: Mapped[IdempotencyState] = mapped_column(
-        _enum(IdempotencyState, "idempotency_state"), default=IdempotencyState.in_flight)
+        enum_column(IdempotencyState, "idempotency_state"), default=IdempotencyState.in_flight)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)

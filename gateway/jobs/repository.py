@@ -7,21 +7,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, defer
 
 from consortium.authz import Principal, Scope, member_ids_for, require
 from consortium.errors import NotFound
 from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
 
+# The statements of the hottest reads, built once: building one costs more than running it
+# (SQLAlchemy caches the compiled SQL, not the construction of the statement object).
+_JOB_BY_PUBLIC_ID = select(Job).where(Job.public_id == bindparam("public_id"))
+_EVENTS_AFTER = (select(JobEvent)
+                 .where(JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after_id"))
+                 .order_by(JobEvent.id))
+
 
 def visible_job(session: Session, principal: Principal, public_id: str, scope: Scope, *,
                 for_update: bool = False) -> Job:
     """The job, if the principal may act on it with `scope`; another member's job is 404."""
-    stmt = select(Job).where(Job.public_id == public_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    job = session.scalars(stmt).first()
+    stmt = _JOB_BY_PUBLIC_ID.with_for_update() if for_update else _JOB_BY_PUBLIC_ID
+    job = session.scalars(stmt, {"public_id": public_id}).first()
     if job is None:
         raise NotFound(f"no job {public_id}")
     require(principal, scope, job.member_id)
@@ -66,9 +71,7 @@ def list_jobs(session: Session, principal: Principal, filters: JobFilters, *,
 
 
 def events_of(session: Session, job_id: int, *, after_id: int = 0) -> list[JobEvent]:
-    return list(session.scalars(
-        select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id)
-        .order_by(JobEvent.id)))
+    return list(session.scalars(_EVENTS_AFTER, {"job_id": job_id, "after_id": after_id}))
 
 
 def active_job_count(session: Session, member_id: int) -> int:

@@ -9,7 +9,7 @@ from gateway.cli import app
 
 
 @pytest.mark.parametrize(("path", "commands"), [
-    ([], ["serve", "demo", "db", "config", "clusters", "admin"]),
+    ([], ["serve", "tracker", "demo", "jobs", "submit", "db", "config", "clusters", "admin"]),
     (["db"], ["upgrade", "check"]),
     (["admin"], ["member", "user", "invite", "audit", "allocation", "ledger", "quotas"]),
 ])

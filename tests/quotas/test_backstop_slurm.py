@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ import pytest
 from factories import make_member
 from quota_helpers import give
 from sqlalchemy import update
+from testcluster_helpers import Cluster
 from typer.testing import CliRunner
 
 from consortium.models import ClusterIdentity
@@ -27,9 +26,6 @@ from gateway.cli.quotas import quotas_app
 from gateway.db import Database
 from quotas import backstop
 from schedulers.slurm_ssh.accounting import SlurmAccountingSync
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "schedulers"))
-from testcluster_helpers import TESTCLUSTER, Cluster, parse_env
 
 pytestmark = pytest.mark.slurm
 
@@ -55,18 +51,6 @@ max_cpus_per_job = 4
 max_mem_mb_per_job = 4096
 billing = {{ gpu = 0.0, cpu = 0.25, mem_gb = 0.0625 }}
 """
-
-
-@pytest.fixture(scope="module")
-def testcluster() -> Cluster:
-    status = subprocess.run([TESTCLUSTER, "status"], capture_output=True, text=True,
-                            timeout=60, check=False)
-    if status.returncode != 0:
-        pytest.fail("the Slurm test cluster is not up; start it with "
-                    f"`sudo scripts/testcluster.sh up`:\n{status.stdout}", pytrace=False)
-    out = subprocess.run([TESTCLUSTER, "env"], capture_output=True, text=True, timeout=30,
-                         check=True).stdout
-    return Cluster(parse_env(out))
 
 
 @pytest.fixture

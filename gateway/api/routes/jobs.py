@@ -1,7 +1,8 @@
 """Jobs: submit (with Idempotency-Key), list, read, cancel, output, events, files.
 
-Reads of jobs come from the database only. Routes that wait on a cluster are `async` and touch
-the database in worker threads (JobService), never holding a connection across the wait.
+Reads of jobs come from the database only, authenticated and read in one short transaction in
+one worker thread (AuthenticatedRead). Routes that wait on a cluster are `async` and touch the
+database in worker threads (JobService), never holding a connection across the wait.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BaseModel
+from sqlalchemy.orm import Session
 
-from consortium.authz import Scope
+from consortium.authz import Principal, Scope
 from consortium.errors import DomainError
 from gateway.api.deps import (
+    AuthenticatedRead,
     ContextDep,
-    CurrentPrincipal,
     DetachedPrincipal,
     JobServiceDep,
-    SessionDep,
 )
 from gateway.api.errors import PROBLEM_JSON, problems, register_status
 from gateway.api.schemas import Page
@@ -46,6 +47,11 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id
 FileInJob = Annotated[str, Path(max_length=500), AfterValidator(file_path)]
 _JOB = {"model": JobDetail}
 _SSE = {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}
+
+
+def _model(body: BaseModel) -> Response:
+    """A read's answer, serialised once by pydantic (FastAPI would validate it again first)."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _json(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -104,10 +110,9 @@ async def submit_job(
 
 
 @router.get("/jobs", response_model=Page[JobOut], responses=problems(401, 422))
-def list_jobs(
+async def list_jobs(
     *,
-    session: SessionDep,
-    principal: CurrentPrincipal,
+    read: AuthenticatedRead,
     project: Annotated[int | None, Query(description="project id")] = None,
     user: Annotated[int | None, Query(description="user id")] = None,
     state: Annotated[list[JobState] | None, Query(description="repeat for several")] = None,
@@ -116,22 +121,28 @@ def list_jobs(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$",
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> Page[JobOut]:
+) -> Response:
     """The jobs of the caller's members (every member for admins), newest first."""
     filters = repository.JobFilters(project_id=project, user_id=user, states=state or (),
                                     cluster=cluster, since=since)
-    found = repository.list_jobs(session, principal, filters,
-                                 before_id=int(cursor) if cursor else None, limit=limit + 1)
-    page = found[:limit]
-    return Page[JobOut](items=[job_out(j) for j in page],
-                        next_cursor=str(page[-1].id) if len(found) > limit else None)
+
+    def page(session: Session, principal: Principal) -> Response:
+        found = repository.list_jobs(session, principal, filters,
+                                     before_id=int(cursor) if cursor else None, limit=limit + 1)
+        items = found[:limit]
+        return _model(Page[JobOut](
+            items=[job_out(j) for j in items],
+            next_cursor=str(items[-1].id) if len(found) > limit else None))
+    return await read(page)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, responses=problems(401, 403, 404, 422))
-def get_job(job_id: JobId, session: SessionDep, principal: CurrentPrincipal) -> JobDetail:
+async def get_job(job_id: JobId, read: AuthenticatedRead) -> Response:
     """A job with its request, quote, charge, timings, events and pending reason."""
-    job = repository.visible_job(session, principal, job_id, Scope.jobs_read)
-    return job_detail(job, repository.events_of(session, job.id))
+    def detail(session: Session, principal: Principal) -> Response:
+        job = repository.visible_job(session, principal, job_id, Scope.jobs_read)
+        return _model(job_detail(job, repository.events_of(session, job.id)))
+    return await read(detail)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobDetail,

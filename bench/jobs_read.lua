@@ -1,0 +1,12 @@
+-- wrk script of bench/jobs.py: the bearer token from HPCGW_BENCH_TOKEN on every request, and
+-- one JSON line of figures at the end (latencies in microseconds, over all threads).
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("HPCGW_BENCH_TOKEN")
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH-JSON {"requests":%d,"duration_us":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,' ..
+    '"connect":%d,"read":%d,"write":%d,"timeout":%d,"status":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, e.connect, e.read, e.write, e.timeout, e.status))
+end

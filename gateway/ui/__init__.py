@@ -1,0 +1,1 @@
+"""Server-rendered pages (no JavaScript, nothing loaded from outside the app)."""
