@@ -141,11 +141,13 @@ def local_cluster(data_dir: Path) -> ClusterConfig:
         backend="local",
         local_root=data_dir.resolve() / "local-cluster",
         work_root="members/{unix_user}",  # relative: under local_root
+        # slots are counted, not pinned to cores: jobs up to the partitions' 8 CPUs can run
+        cpu_slots=8,
         partitions=[
             PartitionConfig(name="cpu", max_time_minutes=day, max_cpus_per_job=8,
                             max_mem_mb_per_job=16 * 1024,
                             billing=BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625)),
-            PartitionConfig(name="gpu", max_time_minutes=day, max_cpus_per_job=32,
+            PartitionConfig(name="gpu", max_time_minutes=day, max_cpus_per_job=8,
                             max_gpus_per_job=4, max_mem_mb_per_job=128 * 1024,
                             billing=BillingWeights(gpu=1.0)),
         ],

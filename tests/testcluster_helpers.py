@@ -12,7 +12,7 @@ from typing import Any
 from schedulers.config import ClusterConfig, IdentityConfig, PartitionConfig
 from schedulers.models import Identity
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TESTCLUSTER = ROOT / "scripts" / "testcluster.sh"
 
 
