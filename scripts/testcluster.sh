@@ -376,7 +376,7 @@ start_munge() {
   # --force: start even if a stale socket is left from an unclean stop
   runuser -u munge -- /usr/sbin/munged --force --socket="$MUNGE_SOCKET" --key-file="$STATE/munge/munge.key" \
     --pid-file="$PID_MUNGE" --log-file="$LOGS/munge/munged.log" --seed-file="$STATE/munge/munged.seed" \
-    </dev/null >/dev/null 2>&1 || die "munged failed: see $LOGS/munge/munged.log"
+    </dev/null >/dev/null 2>&1 9>&- || die "munged failed: see $LOGS/munge/munged.log"
   wait_until 10 munged bash -c "munge -S '$MUNGE_SOCKET' -n | unmunge -S '$MUNGE_SOCKET'"
   log "munged up (pid $(cat "$PID_MUNGE"))"
 }
@@ -390,7 +390,7 @@ start_mariadb() {
       >"$LOGS/mariadb/install.log" 2>&1 || die "mariadb-install-db failed: see $LOGS/mariadb/install.log"
     rm -f "$STATE/accounting.done"
   fi
-  setsid /usr/sbin/mariadbd --defaults-file="$ETC/my.cnf" </dev/null >>"$LOGS/mariadb/mariadb.log" 2>&1 &
+  setsid /usr/sbin/mariadbd --defaults-file="$ETC/my.cnf" </dev/null >>"$LOGS/mariadb/mariadb.log" 2>&1 9>&- &
   wait_until 60 mariadbd mariadb-admin --defaults-file="$ETC/my.cnf" ping
   mysql_cli -e "CREATE DATABASE IF NOT EXISTS hpcgwtest_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
@@ -401,7 +401,7 @@ start_mariadb() {
 start_slurmdbd() {
   if alive slurmdbd; then return; fi
   # slurmdbd's client library finds the socket through MYSQL_UNIX_PORT (StorageHost=localhost)
-  MYSQL_UNIX_PORT=$MYSQL_SOCKET /usr/sbin/slurmdbd </dev/null >/dev/null 2>&1
+  MYSQL_UNIX_PORT=$MYSQL_SOCKET /usr/sbin/slurmdbd </dev/null >/dev/null 2>&1 9>&-
   wait_until 60 slurmdbd sacctmgr -n show cluster
   log "slurmdbd up (pid $(cat "$PID_SLURMDBD"))"
 }
@@ -448,7 +448,7 @@ setup_accounting() {
 
 start_slurmctld() {
   if alive slurmctld; then return; fi
-  /usr/sbin/slurmctld </dev/null >/dev/null 2>&1
+  /usr/sbin/slurmctld </dev/null >/dev/null 2>&1 9>&-
   wait_until 60 slurmctld scontrol ping
   log "slurmctld up (pid $(cat "$PID_SLURMCTLD"))"
   # A running slurmd registers again only at its next ping (SlurmdTimeout/3 = 100 s); 24.11 shows
@@ -459,7 +459,7 @@ start_slurmctld() {
 start_slurmd() {
   if alive slurmd; then return; fi
   SLURMD_STARTED=$(date +%s)
-  /usr/sbin/slurmd </dev/null >/dev/null 2>&1
+  /usr/sbin/slurmd </dev/null >/dev/null 2>&1 9>&-
   wait_until 30 "slurmd pid file" test -s "$PID_SLURMD"
   log "slurmd up (pid $(cat "$PID_SLURMD"))"
 }
@@ -477,7 +477,7 @@ node_ready() {
 
 start_sshd() {
   if alive sshd; then return; fi
-  /usr/sbin/sshd -f "$ETC/sshd_config" -E "$LOGS/sshd.log" </dev/null >/dev/null 2>&1
+  /usr/sbin/sshd -f "$ETC/sshd_config" -E "$LOGS/sshd.log" </dev/null >/dev/null 2>&1 9>&-
   wait_until 10 sshd test -s "$PID_SSHD"
   log "sshd up on 127.0.0.1:$SSH_PORT (pid $(cat "$PID_SSHD"))"
 }
@@ -514,10 +514,11 @@ case ${1:-up} in
   env) do_env; exit 0 ;;
 esac
 [[ $(id -u) -eq 0 ]] || die "run as root"
-# one up/down/stop/install at a time (several test runs may call `up` at once)
+# one up/down/stop/install at a time (several test runs may call `up` at once).  Every daemon is
+# started with 9>&-: one that inherited the descriptor would hold the lock for as long as it runs.
 if [[ ${1:-up} != status ]]; then
-  exec 9>/run/hpcgw-testcluster.lock
-  flock -w 300 9 || die "another testcluster.sh held /run/hpcgw-testcluster.lock for 300 s"
+  exec 9>/run/hpcgw-testcluster.flock
+  flock -w 300 9 || die "another testcluster.sh held /run/hpcgw-testcluster.flock for 300 s"
 fi
 case ${1:-up} in
   up) do_up ;;
