@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from consortium.errors import NotFound, PermissionDenied
@@ -53,6 +54,8 @@ class Principal:
     token_member_id: int | None = None  # the credential is confined to this member
     via: str = "session"  # session | pat | oidc
     token_id: int | None = field(default=None, compare=False)
+    # when the credential stops being valid; None: it does not expire
+    expires_at: datetime | None = field(default=None, compare=False)
 
     def has_scope(self, scope: Scope) -> bool:
         return scope in self.scopes or (Scope.admin in self.scopes and self.is_admin)

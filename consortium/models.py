@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -250,3 +251,15 @@ class AuditEvent(Base):
     client_addr: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AuthEpoch(Base):
+    """One row, bumped by database triggers (migration 0005) whenever anything a principal is
+    made of changes: a token revoked or re-scoped, a user disabled or made admin, a membership
+    added, changed or removed, a member suspended. Caches of authenticated principals compare it
+    on every use, so such a change takes effect on the next request, in every process."""
+
+    __tablename__ = "auth_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

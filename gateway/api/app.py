@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from gateway.api.errors import PROBLEM_JSON, Problem, install_error_handlers
+from gateway.api.job_reads import JobReadPath, JobReads
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.routes import (
     audit,
@@ -42,12 +43,14 @@ def create_app(settings: Settings, database: Database | None = None,
     db = database or Database(settings.effective_database_url)
     # one scheduler per cluster (a test hands in its own); the jobs' trackers run in lifespan
     backends = dict(schedulers) if schedulers is not None else build_schedulers(settings)
+    reads = JobReads(db, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (jobs_runtime(settings, db, backends),
                     webhooks_runtime(settings, db, worker=settings.webhooks.worker_in_serve)):
             yield
+        reads.close()
         if schedulers is None:
             await close_schedulers(backends)
         if database is None:  # ours to close; a database handed in belongs to the caller
@@ -64,11 +67,14 @@ def create_app(settings: Settings, database: Database | None = None,
     )
     app.state.settings = settings
     app.state.database = db
+    app.state.job_reads = reads
     app.state.schedulers = backends
     app.state.jobs = JobService(db, Clusters(settings.clusters, backends), settings.jobs)
     # one JWKS cache per app, shared by the request threads
     app.state.oidc = OidcVerifier(settings.oidc) if settings.oidc else None
     install_error_handlers(app)
+    # inside RequestIdMiddleware: the reads it answers get their request id and access log too
+    app.add_middleware(JobReadPath, reads=reads)
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(ops.router)

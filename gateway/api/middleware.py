@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import secrets
 import time
@@ -16,6 +18,10 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # secrets that travel in a path (invitation tokens) never reach the logs
 _SECRET_IN_PATH = re.compile(r"(/invitations/)[^/]+")
+# Made ids: random per process, then a counter. They need to be unique, not unpredictable, and
+# reading the system's randomness on every request cost more than the rest of this middleware.
+_ID_PREFIX = f"{secrets.token_hex(4)}{os.getpid():x}"
+_ID_SEQUENCE = itertools.count(1)
 
 
 def loggable_path(path: str) -> str:
@@ -36,7 +42,8 @@ class RequestIdMiddleware:
         incoming = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
         )
-        request_id = incoming if _VALID_ID.match(incoming) else secrets.token_hex(8)
+        request_id = (incoming if _VALID_ID.match(incoming)
+                      else f"{_ID_PREFIX}-{next(_ID_SEQUENCE):x}")
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

@@ -8,6 +8,8 @@ checks everything with its own keys and algorithms, never trusting the token's h
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import jwt
 from fastapi import Request
 from sqlalchemy import and_, bindparam, select
@@ -81,6 +83,7 @@ def _pat_principal(session: Session, presented: str) -> Principal:
     return _principal(
         session, token.user_id, "invalid access token", scopes=tokens.token_scopes(token),
         token_member_id=token.member_id, via="pat", token_id=token.id,
+        expires_at=token.expires_at,
     )
 
 
@@ -97,10 +100,12 @@ def authenticate(request: Request, session: Session, settings: Settings) -> Prin
         return _pat_principal(session, token)
     issuer = _unverified_issuer(token)
     if issuer == ISSUER:
-        return _principal(session, verify_access_token(settings, token),
-                          "invalid or expired access token")
+        user_id, expires_at = verify_access_token(settings, token)
+        return _principal(session, user_id, "invalid or expired access token",
+                          expires_at=expires_at)
     oidc: OidcVerifier | None = getattr(request.app.state, "oidc", None)
     if oidc is not None and issuer == oidc.issuer:
         claims = oidc.verify(token)
-        return principal_for_user(session, oidc.user_for(session, claims), via="oidc")
+        return principal_for_user(session, oidc.user_for(session, claims), via="oidc",
+                                  expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC))
     raise Unauthenticated("token from an unknown issuer")

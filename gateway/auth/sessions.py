@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -31,8 +31,8 @@ def issue_access_token(settings: Settings, user_id: int, ttl: timedelta | None =
     return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm=ALGORITHM)
 
 
-def verify_access_token(settings: Settings, token: str) -> int:
-    """The user id of a valid session token; Unauthenticated otherwise."""
+def verify_access_token(settings: Settings, token: str) -> tuple[int, datetime]:
+    """The user id and expiry of a valid session token; Unauthenticated otherwise."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -42,6 +42,6 @@ def verify_access_token(settings: Settings, token: str) -> int:
             audience=AUDIENCE,
             options={"require": ["exp", "iat", "sub", "iss", "aud"]},
         )
-        return int(claims["sub"])
+        return int(claims["sub"]), datetime.fromtimestamp(int(claims["exp"]), UTC)
     except (jwt.PyJWTError, ValueError) as exc:
         raise Unauthenticated("invalid or expired access token") from exc

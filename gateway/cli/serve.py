@@ -72,6 +72,7 @@ def run(settings: Settings, *, workers: int = 1) -> None:
         forwarded_allow_ips=proxies or None,
         log_config=None,  # our structlog setup renders uvicorn's records too
         server_header=False,
+        loop="asyncio",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 

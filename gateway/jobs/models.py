@@ -108,6 +108,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # +1 on every change of the row or a new event of the job, by database triggers (migration
+    # 0005), whoever writes: the read path's cached answers compare it. Never written here.
+    revision: Mapped[int] = mapped_column(BigInteger, server_default="0")
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -30,7 +30,7 @@ def test_right_password_returns_bearer_and_refresh_tokens(
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 15 * 60
     assert body["refresh_token"].startswith("hpcgw_rt_")
-    assert verify_access_token(settings, body["access_token"]) == user.id
+    assert verify_access_token(settings, body["access_token"])[0] == user.id
     assert response.headers["cache-control"] == "no-store"
 
 

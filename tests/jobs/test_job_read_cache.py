@@ -1,0 +1,205 @@
+"""GET /api/v1/jobs/{id} answered from the read path's caches (gateway.api.job_reads): each
+answer checked against the database's job revision and auth epoch, so every change to the job or
+to the caller's rights is seen by the next request; the triggers keeping both on each database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from jobs_helpers import World, submit
+from sqlalchemy import delete, select, text, update
+
+from consortium.base import utcnow
+from consortium.models import AuthEpoch, Membership, Role, User
+from gateway.api import job_reads
+from gateway.db import Database
+from gateway.jobs.models import Job, JobEvent, JobState
+from gateway.jobs.transitions import transition
+
+Headers = Callable[[User], dict[str, str]]
+
+
+@pytest.fixture
+def builds(committed: tuple[World, TestClient], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The public ids of the answers the read path built (rather than took from its caches)."""
+    reads: job_reads.JobReads = committed[1].app.state.job_reads  # type: ignore[attr-defined]
+    built: list[str] = []
+    fresh = reads._fresh
+
+    def counted(scope: Any, public_id: str, key: bytes) -> bytes | None:
+        built.append(public_id)
+        return fresh(scope, public_id, key)
+
+    monkeypatch.setattr(reads, "_fresh", counted)
+    return built
+
+
+@pytest.fixture
+def job(committed: tuple[World, TestClient], as_: Headers) -> str:
+    world, client = committed
+    answer = submit(client, as_(world.researcher), world.project)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+def _read(client: TestClient, job: str, headers: dict[str, str]) -> Any:
+    answer = client.get(f"/api/v1/jobs/{job}", headers=headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_a_job_is_built_once_then_rebuilt_after_each_change_of_its_row_or_events(
+    committed: tuple[World, TestClient], fresh_database: Database, as_: Headers, job: str,
+    builds: list[str],
+) -> None:
+    world, client = committed
+    headers = as_(world.researcher)
+    first = _read(client, job, headers)
+    assert _read(client, job, headers) == first
+    assert builds == [job]  # the second answer came from the caches
+
+    with fresh_database.transaction() as session:  # as the tracker would, behind the API's back
+        row = session.scalars(select(Job).where(Job.public_id == job)).one()
+        row.pending_reason = "Priority"
+    assert _read(client, job, headers)["pending_reason"] == "Priority"
+
+    with fresh_database.transaction() as session:
+        row = session.scalars(select(Job).where(Job.public_id == job)).one()
+        transition(session, row, JobState.running)
+    after = _read(client, job, headers)
+    assert after["state"] == "running"
+    assert [e["to_state"] for e in after["events"]][-1] == "running"
+    assert builds == [job, job, job]
+
+
+def test_an_event_alone_makes_the_next_answer_new(
+    committed: tuple[World, TestClient], fresh_database: Database, as_: Headers, job: str,
+) -> None:
+    world, client = committed
+    headers = as_(world.researcher)
+    before = _read(client, job, headers)
+    with fresh_database.transaction() as session:
+        job_id = session.scalars(select(Job.id).where(Job.public_id == job)).one()
+        session.add(JobEvent(job_id=job_id, at=utcnow(), from_state=JobState.pending,
+                             to_state=JobState.pending, detail="requeued"))
+    after = _read(client, job, headers)
+    assert len(after["events"]) == len(before["events"]) + 1
+    assert after["events"][-1]["detail"] == "requeued"
+
+
+def _demote(session: Any, world: World) -> None:
+    session.execute(update(Membership).where(Membership.user_id == world.researcher.id)
+                    .values(role=Role.viewer))
+
+
+def _remove(session: Any, world: World) -> None:
+    session.execute(delete(Membership).where(Membership.user_id == world.researcher.id))
+
+
+def _disable(session: Any, world: World) -> None:
+    session.execute(update(User).where(User.id == world.researcher.id).values(is_active=False))
+
+
+@pytest.mark.parametrize(("change", "status"), [(_demote, 403), (_remove, 404), (_disable, 401)])
+def test_a_change_to_the_callers_rights_is_seen_by_the_next_read(
+    *, committed: tuple[World, TestClient], fresh_database: Database, as_: Headers, job: str,
+    change: Callable[[Any, World], None], status: int,
+) -> None:
+    world, client = committed
+    headers = as_(world.researcher)
+    _read(client, job, headers)
+    _read(client, job, headers)
+
+    with fresh_database.transaction() as session:
+        change(session, world)
+
+    refused = client.get(f"/api/v1/jobs/{job}", headers=headers)
+    assert refused.status_code == status, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+def test_a_cached_caller_gets_404_for_another_members_cached_job(
+    committed: tuple[World, TestClient], as_: Headers, job: str,
+) -> None:
+    world, client = committed
+    theirs = submit(client, as_(world.stranger), world.other_project).json()["id"]
+    _read(client, theirs, as_(world.stranger))  # their answer is cached
+    _read(client, job, as_(world.researcher))  # and so is our caller
+    refused = client.get(f"/api/v1/jobs/{theirs}", headers=as_(world.researcher))
+    assert refused.status_code == 404
+    assert "marker" not in refused.json() and "script" not in refused.json()
+
+
+def test_a_cached_caller_is_authenticated_again_after_its_lifetime_or_its_tokens_expiry(
+    committed: tuple[World, TestClient], as_: Headers, job: str, builds: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world, client = committed
+    token = client.post("/api/v1/me/tokens", headers=as_(world.researcher), json={
+        "name": "poller", "scopes": ["jobs:read"],
+        "expires_at": (utcnow() + timedelta(seconds=30)).isoformat()}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    _read(client, job, headers)
+    _read(client, job, headers)
+    assert builds == [job]
+
+    later = utcnow() + timedelta(seconds=31)  # past the token's expiry, within the lifetime
+    monkeypatch.setattr(job_reads, "utcnow", lambda: later)
+    monkeypatch.setattr("gateway.auth.principal.utcnow", lambda: later)
+    refused = client.get(f"/api/v1/jobs/{job}", headers=headers)
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "this access token has expired"
+
+
+@pytest.fixture
+def epoch_of(fresh_database: Database) -> Callable[[], int]:
+    def epoch() -> int:
+        with fresh_database.transaction() as session:
+            return session.scalars(select(AuthEpoch.value)).one()
+    return epoch
+
+
+def test_the_triggers_bump_the_epoch_on_what_a_principal_is_made_of_and_only_then(
+    committed: tuple[World, TestClient], fresh_database: Database, epoch_of: Callable[[], int],
+) -> None:
+    world, _ = committed
+    changes = [
+        "UPDATE users SET is_admin = TRUE WHERE id = :user",
+        "UPDATE users SET is_active = FALSE WHERE id = :user",
+        "UPDATE memberships SET role = 'viewer' WHERE user_id = :user",
+        "DELETE FROM memberships WHERE user_id = :user",
+        "UPDATE members SET status = 'suspended' WHERE id = :member",
+    ]
+    for statement in changes:
+        before = epoch_of()
+        with fresh_database.transaction() as session:
+            session.execute(text(statement), {"user": world.stranger.id,
+                                              "member": world.globex.id})
+        assert epoch_of() > before, statement
+    before = epoch_of()
+    with fresh_database.transaction() as session:  # not part of a principal
+        session.execute(text("UPDATE users SET name = 'renamed' WHERE id = :user"),
+                        {"user": world.stranger.id})
+    assert epoch_of() == before
+
+
+def test_the_triggers_bump_a_jobs_revision_on_any_update_and_on_its_events(
+    committed: tuple[World, TestClient], fresh_database: Database, as_: Headers, job: str,
+) -> None:
+    def revision() -> int:
+        with fresh_database.transaction() as session:
+            return session.scalars(select(Job.revision).where(Job.public_id == job)).one()
+
+    start = revision()
+    with fresh_database.transaction() as session:
+        session.execute(text("UPDATE jobs SET detail = 'x' WHERE public_id = :job"), {"job": job})
+    assert revision() == start + 1
+    with fresh_database.transaction() as session:
+        job_id = session.scalars(select(Job.id).where(Job.public_id == job)).one()
+        session.add(JobEvent(job_id=job_id, at=utcnow(), from_state=None,
+                             to_state=JobState.pending))
+    assert revision() == start + 2
