@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 # Execution option on the writers' engine: on SQLite their transactions start with
 # BEGIN IMMEDIATE, so two writers queue on busy_timeout instead of one failing with
@@ -24,7 +25,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # the caller's pool settings win over these defaults
+    return create_engine(url, **{"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
+                                 **kwargs})
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -59,6 +62,16 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def pool_capacity(self) -> int | None:
+        """Connections the pool hands out at once (pool_size + max_overflow), the most beyond
+        which a checkout waits; None when no checkout ever waits (NullPool, StaticPool, ...)."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return None
+        overflow = pool._max_overflow  # no public accessor; -1 (or pool_size 0): unbounded
+        return None if overflow < 0 else pool.size() + overflow
 
     def session(self, *, write: bool = False) -> Session:
         return (self._writers if write else self._readers)()

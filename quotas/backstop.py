@@ -31,6 +31,7 @@ from fractions import Fraction
 from math import ceil
 from typing import Any, Protocol
 
+import anyio
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -152,10 +153,19 @@ async def push(
 
     `sinks` maps each configured cluster to its sink, or to None when it has no Slurm
     accounting to push to; a member's identity on a cluster absent from it is an error."""
-    with transaction() as session:
-        members = sorted(member_ids) if member_ids is not None else _members_to_push(
-            session, pending_only)
-        wanted = [t for member_id in members for t in targets(session, member_id, margin)]
+    def read_targets() -> list[LimitTarget]:
+        with transaction() as session:
+            members = sorted(member_ids) if member_ids is not None else _members_to_push(
+                session, pending_only)
+            return [t for member_id in members for t in targets(session, member_id, margin)]
+
+    def record(results: list[PushResult]) -> None:
+        with transaction() as session:
+            for result in results:
+                _record(session, result)
+
+    # the database in worker threads: a route's event loop never waits on a connection or a lock
+    wanted = await anyio.to_thread.run_sync(read_targets)
     results = []
     for target in wanted:
         if target.cluster not in sinks:
@@ -173,9 +183,7 @@ async def push(
             continue
         results.append(PushResult(target, minutes, applied_minutes=applied))
     if results:
-        with transaction() as session:
-            for result in results:
-                _record(session, result)
+        await anyio.to_thread.run_sync(record, results)
     return results
 
 
@@ -234,14 +242,18 @@ async def drift(
     margin: Fraction = DEFAULT_MARGIN,
 ) -> list[DriftLine]:
     """Compare each member account's ledger charges and wanted limit with what Slurm holds."""
-    with transaction() as session:
-        members = sorted(member_ids) if member_ids is not None else _members_to_push(
-            session, pending_only=False)
-        lines: list[tuple[LimitTarget, int]] = []
-        for member_id in members:
-            charged = repository.charged_by_cluster(session, member_id)
-            lines.extend((t, charged.get(t.cluster, 0))
-                         for t in targets(session, member_id, margin))
+    def read_lines() -> list[tuple[LimitTarget, int]]:
+        with transaction() as session:
+            members = sorted(member_ids) if member_ids is not None else _members_to_push(
+                session, pending_only=False)
+            lines: list[tuple[LimitTarget, int]] = []
+            for member_id in members:
+                charged = repository.charged_by_cluster(session, member_id)
+                lines.extend((t, charged.get(t.cluster, 0))
+                             for t in targets(session, member_id, margin))
+            return lines
+
+    lines = await anyio.to_thread.run_sync(read_lines)
     report = []
     for target, charged_msu in lines:
         if target.cluster not in sinks:

@@ -130,15 +130,18 @@ def hold(
     *,
     actor: Actor = SYSTEM,
     now: datetime | None = None,
+    new_job: bool = False,
 ) -> Hold:
     """Reserve the job's quote, or raise QuotaExceeded. Idempotent per job id.
 
     Check and reservation happen under the lock of the member's active allocations, so two
     submissions racing for the last hours cannot both pass. Reads balance rows, never the ledger.
+    `new_job`: the caller created the job in this transaction, so it can hold nothing yet and
+    the idempotency read is skipped (the unique job id of holds still refuses a second one).
     """
     amount = quote(weights, requested, time_limit_seconds)
     allocations = repository.lock_active_allocations(session, job.member_id)
-    existing = repository.hold_for_job(session, job.job_id, fresh=True)
+    existing = None if new_job else repository.hold_for_job(session, job.job_id, fresh=True)
     if existing is not None:
         if existing.member_id != job.member_id:
             raise Conflict(f"job {job.job_id} already holds quota for another member")

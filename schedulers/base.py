@@ -10,6 +10,7 @@ from schedulers.config import ClusterConfig
 from schedulers.models import (
     AccountingRecord,
     AssociationLimits,
+    FoundJob,
     Health,
     Identity,
     JobSpec,
@@ -46,8 +47,8 @@ class Scheduler(ABC):
     async def cancel(self, identity: Identity, scheduler_id: str) -> None: ...
 
     @abstractmethod
-    async def find_by_marker(self, identity: Identity, marker: str) -> str | None:
-        """The id of the job submitted with this marker, if Slurm knows one."""
+    async def find_by_marker(self, identity: Identity, marker: str) -> FoundJob | None:
+        """The job submitted with this marker, if Slurm knows one."""
 
     @abstractmethod
     async def read_output(self, identity: Identity, path: str, offset: int,

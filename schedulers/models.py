@@ -70,6 +70,13 @@ class Submitted(_Frozen):
     scheduler_id: str
 
 
+class FoundJob(_Frozen):
+    """A job found by the gateway's marker, when the answer to its submission was lost."""
+
+    scheduler_id: str
+    submit: datetime | None = None  # Slurm's submit time, where the scheduler reports it
+
+
 class JobStatus(_Frozen):
     scheduler_id: str
     state: JobState

@@ -64,6 +64,9 @@ def create_app(settings: Settings, database: Database | None = None,
         docs_url="/docs",
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True},
+        # sovereign by design: no OpenTelemetry spans, metrics or logs, even if a provider or
+        # FASTAPI_OTEL_AUTO_CONFIGURE appears in the environment (and no check per request)
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.settings = settings
     app.state.database = db

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from typing import Annotated, TypeVar
+from weakref import WeakKeyDictionary
 
 import anyio
 from anyio.lowlevel import RunVar
@@ -40,7 +41,57 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
-def get_session(request: Request, database: DatabaseDep) -> Iterator[Session]:
+# A request's session (SessionDep) holds its pool connection across worker-thread hops: taken in
+# one (dependencies), used in the route's, given back in a third (commit). Were every worker
+# thread waiting for a connection while every connection waited for a thread, nothing would move
+# until the pool's timeout: 500s. So these sessions are admitted by a limiter that requests wait
+# on in the event loop, holding neither thread nor connection, and it admits one fewer than the
+# pool holds. That last connection is for the work that takes and gives back its connection
+# within a single thread (DetachedPrincipal, Reader, JobService, the trackers and workers): a
+# thread of theirs waiting for a connection never waits on one that waits for a thread.
+_session_slots: RunVar[WeakKeyDictionary[Database, anyio.CapacityLimiter]] = RunVar(
+    "hpcgw_session_slots"
+)
+
+
+def _session_limiter(database: Database) -> anyio.CapacityLimiter | None:
+    """The database's limiter of sessions on the running event loop (a limiter belongs to one
+    loop); None when its pool never makes a checkout wait. A pool of one connection leaves none
+    over for the single-thread work: give the gateway two or more."""
+    capacity = database.pool_capacity
+    if capacity is None:
+        return None
+    try:
+        limiters = _session_slots.get()
+    except LookupError:
+        limiters = WeakKeyDictionary()
+        _session_slots.set(limiters)
+    limiter = limiters.get(database)
+    if limiter is None:
+        limiter = limiters[database] = anyio.CapacityLimiter(max(1, capacity - 1))
+    return limiter
+
+
+async def session_slot(database: DatabaseDep) -> AsyncIterator[None]:
+    """Admission of one request's session; held until the session is closed (get_session depends
+    on it, and FastAPI ends a request's dependencies in the reverse order it started them)."""
+    limiter = _session_limiter(database)
+    if limiter is None:
+        yield
+        return
+    slot = object()  # released by whichever task ends the dependencies
+    await limiter.acquire_on_behalf_of(slot)
+    try:
+        yield
+    finally:
+        limiter.release_on_behalf_of(slot)
+
+
+def get_session(
+    request: Request,
+    database: DatabaseDep,
+    _slot: Annotated[None, Depends(session_slot, scope="function")],
+) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error.
     Writing requests take SQLite's write lock up front (see gateway.db)."""
     with database.transaction(write=request.method not in _READ_METHODS) as session:
@@ -48,7 +99,7 @@ def get_session(request: Request, database: DatabaseDep) -> Iterator[Session]:
 
 
 # scope="function": commit before the response is sent, so a failed commit is the client's error
-# and not a 201 for data that never landed.
+# and not a 201 for data that never landed (and the slot is free again before the response).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
@@ -126,7 +177,7 @@ READ_THREADS = 2
 _read_limiter: RunVar[anyio.CapacityLimiter] = RunVar("hpcgw_read_limiter")
 
 
-def _read_threads() -> anyio.CapacityLimiter:
+def read_threads() -> anyio.CapacityLimiter:
     """The reads' limiter of the running event loop (one per loop, as anyio's own)."""
     try:
         return _read_limiter.get()
@@ -151,7 +202,7 @@ class Reader:
         def run() -> T:
             with self.database.transaction(write=False) as session:
                 return read(session, authenticate(self.request, session, self.settings))
-        return await anyio.to_thread.run_sync(run, limiter=_read_threads())
+        return await anyio.to_thread.run_sync(run, limiter=read_threads())
 
 
 async def get_reader(

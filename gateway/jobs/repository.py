@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, defer
 
 from consortium.authz import Principal, Scope, member_ids_for, require
@@ -72,12 +72,6 @@ def list_jobs(session: Session, principal: Principal, filters: JobFilters, *,
 
 def events_of(session: Session, job_id: int, *, after_id: int = 0) -> list[JobEvent]:
     return list(session.scalars(_EVENTS_AFTER, {"job_id": job_id, "after_id": after_id}))
-
-
-def active_job_count(session: Session, member_id: int) -> int:
-    return int(session.execute(
-        select(func.count()).select_from(Job)
-        .where(Job.member_id == member_id, Job.state.in_(list(ACTIVE_STATES)))).scalar_one())
 
 
 def tracked_jobs(session: Session, cluster: str) -> list[Job]:

@@ -1,10 +1,11 @@
 """Submission, cancellation, output and files: the job actions a caller asks for.
 
 The order of a submission never changes: validate → quote → one transaction (the job
-`accepted`, its quota hold, the audit event) → commit → `submitting` committed → the scheduler
-call with the job's marker, outside any transaction and off the event loop → the outcome
-stored. A crash anywhere leaves a row the tracker settles by marker: no hold without a job,
-no Slurm job without a row, never a second sbatch for one job.
+`accepted`, its quota hold, the audit event, and the job marked `submitting`) → commit → the
+scheduler call with the job's marker, outside any transaction and off the event loop → the
+outcome stored, the answer read in that same transaction. A crash anywhere leaves a row the
+tracker settles by marker: no hold without a job, no Slurm job without a row, never a second
+sbatch for one job.
 
 JobService owns its transactions (each a short `database.transaction()` in a worker thread)
 because it must commit between steps; the functions it calls only add and flush.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consortium.audit import RequestContext, record
@@ -44,7 +45,7 @@ from gateway.jobs.errors import (
     SubmissionRejected,
     TooManyActiveJobs,
 )
-from gateway.jobs.models import Job, JobEvent, JobState
+from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
 from gateway.jobs.schemas import JobCreate, JobDetail, OutputOut, OutputStream, ResourcesIn
 from gateway.jobs.transitions import first_event, transition
 from gateway.jobs.views import job_detail
@@ -98,31 +99,55 @@ def amounts_of(res: ResourcesIn) -> Amounts:
     return Amounts(gpus=res.gpus, cpus=res.cpus, mem_mb=res.mem_mb)
 
 
-def resolve_project(session: Session, principal: Principal, ref: int | str) -> Project:
-    """The project named by id or `member/project`, if the principal may see its member."""
+def resolve_project(session: Session, principal: Principal, ref: int | str, *,
+                    lock_member: bool = False) -> tuple[Project, Member]:
+    """The project named by id or `member/project` and its member, if the principal may see
+    the member; with `lock_member`, the member row locked by the same statement."""
+    query = select(Project, Member).join(Member, Member.id == Project.member_id)
     if isinstance(ref, int):
-        project = session.get(Project, ref)
+        query = query.where(Project.id == ref)
     else:
         member_slug, _, project_slug = ref.partition("/")
-        project = session.scalars(
-            select(Project).join(Member, Member.id == Project.member_id)
-            .where(Member.slug == member_slug, Project.slug == project_slug)).first()
-    if project is None:
+        query = query.where(Member.slug == member_slug, Project.slug == project_slug)
+    if lock_member:
+        query = query.with_for_update(of=Member, key_share=True)
+    found = session.execute(query).first()
+    if found is None:
         raise NotFound(f"no project {ref}")
+    project, member = found
     try:
         require(principal, Scope.jobs_write, project.member_id)
     except NotFound:
         raise NotFound(f"no project {ref}") from None
-    return project
+    return project, member
+
+
+def _missing_account(cluster: str) -> Conflict:
+    return Conflict(f"this member has no account on cluster {cluster}; "
+                    "ask a consortium administrator to add one")
 
 
 def cluster_account(session: Session, member_id: int, cluster: str) -> ClusterIdentity:
     account = session.scalars(select(ClusterIdentity).where(
         ClusterIdentity.member_id == member_id, ClusterIdentity.cluster == cluster)).first()
     if account is None:
-        raise Conflict(f"this member has no account on cluster {cluster}; "
-                       "ask a consortium administrator to add one")
+        raise _missing_account(cluster)
     return account
+
+
+def account_and_active_jobs(session: Session, member_id: int,
+                            cluster: str) -> tuple[ClusterIdentity, int]:
+    """The member's account on the cluster and its jobs not yet ended, in one statement (read
+    under the member's lock, so the count is that of the committed submissions)."""
+    active = (select(func.count()).select_from(Job)
+              .where(Job.member_id == member_id, Job.state.in_(list(ACTIVE_STATES)))
+              .scalar_subquery())
+    found = session.execute(select(ClusterIdentity, active).where(
+        ClusterIdentity.member_id == member_id, ClusterIdentity.cluster == cluster)).first()
+    if found is None:
+        raise _missing_account(cluster)
+    account, count = found
+    return account, int(count)
 
 
 @dataclass(frozen=True)
@@ -136,7 +161,8 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Submission:
-    """201: on the cluster with its id. 202: outcome unknown, the tracker settles it."""
+    """201: on the cluster with its id. 202: outcome unknown, the tracker settles it. With an
+    Idempotency-Key, this answer is already stored as the key's response."""
 
     status: int
     job: JobDetail
@@ -170,29 +196,32 @@ class JobService:
     async def submit(self, principal: Principal, request: JobCreate, context: RequestContext,
                      *, idempotency_record: int | None = None) -> Submission:
         try:
-            accepted = await self._db(
-                lambda s: self._accept(s, principal, request, context, idempotency_record))
+            accepted = await self._db(lambda s: self._accept(
+                s, principal, request, context, idempotency_record, submitting=True))
         except (PermissionDenied, QuotaExceeded, TooManyActiveJobs) as exc:
             refusal = exc
             await self._db(lambda s: self._audit_refusal(s, principal, request, context, refusal))
             raise
         job_id = accepted.job_id
-        if not await self._db(lambda s: self._mark_submitting(s, job_id)):
-            # cancelled between the two transactions: never submitted
-            return Submission(201, await self._db(lambda s: self._detail(s, job_id)))
         scheduler = accepted.cluster.scheduler
         try:
             submitted = await scheduler.submit(accepted.identity, accepted.spec)
         except SchedulerError as exc:
-            return await self._not_submitted(accepted, exc, context)
+            return await self._not_submitted(accepted, exc, context, idempotency_record)
         except BaseException:
             # anything else (a bug, a cancelled request): the script may have gone; the
             # tracker settles the job by its marker
             with anyio.CancelScope(shield=True):
                 await self._db(lambda s: self._unknown(s, job_id, "submission interrupted"))
             raise
-        stored, cancel_wanted = await self._db(
-            lambda s: self._submitted(s, job_id, submitted.scheduler_id))
+
+        def store(session: Session) -> tuple[bool, bool, JobDetail | None]:
+            job = self._locked(session, job_id)
+            stored, cancel_wanted = self._submitted(session, job, submitted.scheduler_id)
+            if cancel_wanted:  # the answer comes once the cancel is sent
+                return stored, cancel_wanted, None
+            return stored, cancel_wanted, self._answer(session, job, 201, idempotency_record)
+        stored, cancel_wanted, detail = await self._db(store)
         if not stored:
             # the tracker gave the job up meanwhile (it should not: its grace outlasts any
             # submit call): the cluster must not keep a job that has no live row
@@ -201,16 +230,33 @@ class JobService:
         elif cancel_wanted:
             await self._send_cancel(job_id, accepted.cluster, accepted.identity,
                                     submitted.scheduler_id, strict=False)
-        return Submission(201, await self._db(lambda s: self._detail(s, job_id)))
+        if detail is None:
+            detail = await self._db(
+                lambda s: self._answer(s, s.get_one(Job, job_id), 201, idempotency_record))
+        return Submission(201, detail)
+
+    @staticmethod
+    def _answer(session: Session, job: Job, status: int,
+                idempotency_record: int | None) -> JobDetail:
+        """The job as the response shows it (as this transaction left it), stored as the
+        response to the request's Idempotency-Key (if any) with the outcome it shows."""
+        detail = job_detail(job, repository.events_of(session, job.id))
+        if idempotency_record is not None:
+            idempotency.complete(session, idempotency_record, status,
+                                 detail.model_dump(mode="json"))
+        return detail
 
     async def _not_submitted(self, accepted: Accepted, exc: SchedulerError,
-                             context: RequestContext) -> Submission:
+                             context: RequestContext,
+                             idempotency_record: int | None) -> Submission:
         """The scheduler call failed: in doubt (the script may have gone) the job is `unknown`
         and 202; otherwise `submit_failed`, its hold released, and the refusal raised."""
         job_id, message = accepted.job_id, _describe(exc)
         if exc.maybe_executed:
-            await self._db(lambda s: self._unknown(s, job_id, message))
-            return Submission(202, await self._db(lambda s: self._detail(s, job_id)))
+            def unknown(session: Session) -> JobDetail:
+                job = self._unknown(session, job_id, message)
+                return self._answer(session, job, 202, idempotency_record)
+            return Submission(202, await self._db(unknown))
         reason = exc.message if isinstance(exc, SchedulerRejected | PathRefused) else message
         await self._db(lambda s: self._submit_failed(s, job_id, reason, context))
         if isinstance(exc, PathRefused):
@@ -225,11 +271,15 @@ class JobService:
             retry_after=self.settings.retry_after_seconds, job=accepted.public_id) from exc
 
     def _accept(self, session: Session, principal: Principal, request: JobCreate,
-                context: RequestContext, idempotency_record: int | None) -> Accepted:
-        project = resolve_project(session, principal, request.project)
+                context: RequestContext, idempotency_record: int | None, *,
+                submitting: bool = False) -> Accepted:
+        """The job `accepted` with its hold and audit event; `submitting` too when the caller
+        sends it once this commits: from then on the script may be on its way, so a crash is
+        settled by marker and a cancel asked meanwhile is sent once the cluster's id is
+        stored."""
         # the member row is the lock that serialises a member's submissions (job cap)
-        member = session.scalars(select(Member).where(Member.id == project.member_id)
-                                 .with_for_update(key_share=True)).one()
+        project, member = resolve_project(session, principal, request.project,
+                                          lock_member=True)
         if project.status != ProjectStatus.active:
             raise Conflict(f"project {project.slug} is {project.status}; it takes no new jobs")
         cluster = self.clusters.get(request.cluster)
@@ -241,7 +291,7 @@ class JobService:
         errors = partition_errors(partition, request.resources)
         if errors:
             raise JobInputInvalid(errors)
-        account = cluster_account(session, member.id, cluster.name)
+        account, active = account_and_active_jobs(session, member.id, cluster.name)
         if account.allowed_partitions is not None and partition.name not in (
                 account.allowed_partitions):
             raise PermissionDenied(
@@ -251,7 +301,6 @@ class JobService:
             raise PermissionDenied("this member may submit jobs from templates only "
                                    "(GET /api/v1/templates lists them)")
         cap = member.max_active_jobs or self.settings.max_active_jobs_per_member
-        active = repository.active_job_count(session, member.id)
         if active >= cap:
             raise TooManyActiveJobs(f"this member has {active} jobs not yet ended, its cap is "
                                     f"{cap}; wait for some to end or cancel some", cap=cap)
@@ -295,7 +344,7 @@ class JobService:
         quotas.hold(session, quotas.JobRef(job_id=public_id, member_id=member.id,
                                            project_id=project.id, user_id=principal.user_id,
                                            cluster=cluster.name, partition=partition.name),
-                    partition.billing, amounts, seconds, actor=principal)
+                    partition.billing, amounts, seconds, actor=principal, new_job=True)
         record(session, actor=principal, action="job.submit", target_type="job",
                target_id=public_id, member_id=member.id, context=context,
                details={"cluster": cluster.name, "partition": partition.name,
@@ -303,6 +352,8 @@ class JobService:
                         "template": request.template, "template_version": template_version})
         if idempotency_record is not None:
             idempotency.attach_job(session, idempotency_record, job.id)
+        if submitting:
+            transition(session, job, JobState.submitting)
         spec = JobSpec(
             marker=job.marker, name=request.name, script=script,
             account=account.slurm_account,
@@ -316,7 +367,7 @@ class JobService:
                        context: RequestContext, exc: DomainError) -> None:
         member_id = None
         with contextlib.suppress(DomainError):
-            member_id = resolve_project(session, principal, request.project).member_id
+            member_id = resolve_project(session, principal, request.project)[0].member_id
         record(session, actor=principal, action="job.submit", target_type="job",
                member_id=member_id, outcome=Outcome.denied, context=context,
                details={"reason": exc.detail, "code": exc.code})
@@ -325,16 +376,9 @@ class JobService:
     def _locked(session: Session, job_id: int) -> Job:
         return session.get_one(Job, job_id, with_for_update=True, populate_existing=True)
 
-    def _mark_submitting(self, session: Session, job_id: int) -> bool:
-        job = self._locked(session, job_id)
-        if job.state != JobState.accepted:
-            return False
-        transition(session, job, JobState.submitting)
-        return True
-
-    def _submitted(self, session: Session, job_id: int, scheduler_id: str) -> tuple[bool, bool]:
-        """Store the cluster's id: (stored, a cancel was asked meanwhile)."""
-        job = self._locked(session, job_id)
+    @staticmethod
+    def _submitted(session: Session, job: Job, scheduler_id: str) -> tuple[bool, bool]:
+        """Store the cluster's id on the (locked) job: (stored, a cancel was asked meanwhile)."""
         if job.scheduler_id == scheduler_id:
             return True, False  # the tracker found it by its marker first
         if job.state not in (JobState.submitting, JobState.unknown):
@@ -359,11 +403,12 @@ class JobService:
                target_id=job.public_id, member_id=job.member_id, outcome=Outcome.failed,
                context=context, details={"reason": message})
 
-    def _unknown(self, session: Session, job_id: int, message: str) -> None:
+    def _unknown(self, session: Session, job_id: int, message: str) -> Job:
         job = self._locked(session, job_id)
         if job.state == JobState.submitting:
             job.detail = message
             transition(session, job, JobState.unknown, detail=message)
+        return job
 
     # --- idempotency -----------------------------------------------------------------------
 

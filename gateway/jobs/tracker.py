@@ -43,7 +43,7 @@ from quotas.rates import Amounts
 from schedulers.base import Scheduler
 from schedulers.config import BillingWeights
 from schedulers.errors import SchedulerError, SchedulerRejected
-from schedulers.models import AccountingRecord, Identity, JobStatus
+from schedulers.models import AccountingRecord, FoundJob, Identity, JobStatus
 from schedulers.models import JobState as ClusterState
 
 T = TypeVar("T")
@@ -385,13 +385,14 @@ class ClusterTracker:
             await self._apply(job, report, lambda s: self._give_up(
                 s, job, "the cluster never received it (no job carries its marker)", now))
 
-    def _found(self, session: Session, job: Tracked, scheduler_id: str,
+    def _found(self, session: Session, job: Tracked, found: FoundJob,
                now: datetime) -> JobState:
         current = session.get_one(Job, job.id)
-        current.scheduler_id = scheduler_id
-        current.submitted_at = current.submitted_at or now
+        current.scheduler_id = found.scheduler_id
+        # Slurm's own submit time: the discovery may come long after (a gateway that was down)
+        current.submitted_at = current.submitted_at or found.submit or now
         transition(session, current, JobState.pending, at=now,
-                   detail=f"found by its marker: slurm id {scheduler_id}")
+                   detail=f"found by its marker: slurm id {found.scheduler_id}")
         return JobState.pending
 
     def _give_up(self, session: Session, job: Tracked, reason: str, now: datetime) -> JobState:

@@ -74,6 +74,7 @@ def create(session: Session, principal: Principal, member: Member, project: Proj
         secret_hint=signing.hint(secret), created_by_id=principal.user_id)
     session.add(subscription)
     session.flush()
+    session.info.pop(_SUBSCRIBERS, None)
     audit.record(session, actor=principal, action="webhook.create", target_type="webhook",
                  target_id=subscription.id, member_id=member.id, context=context,
                  details={"project": project.slug, "url": subscription.url,
@@ -108,6 +109,7 @@ def delete(session: Session, principal: Principal, member: Member, project: Proj
                  details={"project": project.slug, "url": subscription.url})
     session.delete(subscription)
     session.flush()
+    session.info.pop(_SUBSCRIBERS, None)
 
 
 def deliveries(session: Session, principal: Principal, member: Member, project: Project,
@@ -145,15 +147,32 @@ def _wants(subscription: WebhookSubscription, event: WebhookEvent) -> bool:
     return event.value in subscription.events
 
 
+# session.info key: the job-event subscriptions per project, read once per transaction
+_SUBSCRIBERS = "webhooks.job_subscribers"
+
+
+def _job_subscribers(session: Session, project_id: int) -> list[WebhookSubscription]:
+    """The project's subscriptions to job state changes, read once per transaction (a submit
+    changes its job's state twice in one): a project without any costs one SELECT, not one
+    per change. `create` and `delete` drop what this transaction read."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_SUBSCRIBERS)
+    if cached is None or cached[0] is not transaction:
+        cached = session.info[_SUBSCRIBERS] = (transaction, {})
+    by_project: dict[int, list[WebhookSubscription]] = cached[1]
+    if project_id not in by_project:
+        by_project[project_id] = [
+            s for s in session.scalars(select(WebhookSubscription)
+                                       .where(WebhookSubscription.project_id == project_id)
+                                       .order_by(WebhookSubscription.id))
+            if _wants(s, WebhookEvent.job_state_changed)]
+    return by_project[project_id]
+
+
 def enqueue_job_event(session: Session, job: Job, event: JobEvent) -> None:
     """A `transitions.on_state_change` listener: inside the state change's transaction."""
-    subscriptions = [
-        s for s in session.scalars(select(WebhookSubscription)
-                                   .where(WebhookSubscription.project_id == job.project_id)
-                                   .order_by(WebhookSubscription.id))
-        if _wants(s, WebhookEvent.job_state_changed)
-        and (s.job_states is None or event.to_state.value in s.job_states)
-    ]
+    subscriptions = [s for s in _job_subscribers(session, job.project_id)
+                     if s.job_states is None or event.to_state.value in s.job_states]
     if not subscriptions:
         return
     member = session.get_one(Member, job.member_id)

@@ -36,7 +36,14 @@ from schedulers.config import ClusterConfig
 from schedulers.errors import PathRefused, SchedulerRejected, SchedulerUnavailable
 from schedulers.local import files, process
 from schedulers.local.store import SCRIPT_FILE, JobRecord, JobStore
-from schedulers.models import AccountingRecord, Identity, JobSpec, JobState, JobStatus
+from schedulers.models import (
+    AccountingRecord,
+    FoundJob,
+    Identity,
+    JobSpec,
+    JobState,
+    JobStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,10 +181,10 @@ class LocalCluster:
             else:
                 self._stop(record, JobState.cancelled, now)
 
-    def find(self, identity: Identity, marker: str) -> str | None:
+    def find(self, identity: Identity, marker: str) -> FoundJob | None:
         with self._lock:
             self._check_open()
-            return next((r.id for r in self._jobs.values()
+            return next((FoundJob(scheduler_id=r.id, submit=r.submit) for r in self._jobs.values()
                          if r.spec.marker == marker and r.identity.name == identity.name), None)
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:

@@ -18,6 +18,7 @@ from schedulers.local import files
 from schedulers.local.cluster import LocalCluster
 from schedulers.models import (
     AccountingRecord,
+    FoundJob,
     Health,
     Identity,
     JobSpec,
@@ -113,7 +114,7 @@ class LocalScheduler(Scheduler):
         await self._run(partial(self._cluster.cancel, identity, scheduler_id))
         self._wake.set()
 
-    async def find_by_marker(self, identity: Identity, marker: str) -> str | None:
+    async def find_by_marker(self, identity: Identity, marker: str) -> FoundJob | None:
         await self._ensure_open()
         return await self._run(partial(self._cluster.find, identity, marker))
 

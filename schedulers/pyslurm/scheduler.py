@@ -31,6 +31,7 @@ from schedulers.errors import SchedulerError, SchedulerRejected, SchedulerUnavai
 from schedulers.local import files
 from schedulers.models import (
     AccountingRecord,
+    FoundJob,
     Health,
     Identity,
     JobSpec,
@@ -147,15 +148,16 @@ class PySlurmScheduler(Scheduler):
         job = self._slurm.Job(int(scheduler_id.partition("_")[0]))
         await self._call(job.cancel)
 
-    def _find(self, identity: Identity, marker: str) -> str | None:
+    def _find(self, identity: Identity, marker: str) -> FoundJob | None:
         for job in _values(self._slurm.Jobs.load()):
             if job.comment == marker and job.user_name == identity.unix_user:
-                return _job_id(job)
+                return FoundJob(scheduler_id=_job_id(job), submit=_time(job.submit_time))
         db = self._slurm.db
         found = db.Jobs.load(db.JobFilter(users=[identity.unix_user]))
-        return next((_job_id(j) for j in _values(found) if j.comment == marker), None)
+        return next((FoundJob(scheduler_id=_job_id(j), submit=_time(j.submit_time))
+                     for j in _values(found) if j.comment == marker), None)
 
-    async def find_by_marker(self, identity: Identity, marker: str) -> str | None:
+    async def find_by_marker(self, identity: Identity, marker: str) -> FoundJob | None:
         return await self._call(partial(self._find, identity, marker))
 
     async def read_output(self, identity: Identity, path: str, offset: int,

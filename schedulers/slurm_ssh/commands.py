@@ -18,7 +18,14 @@ from schedulers.errors import (
     SchedulerTimeout,
     SchedulerUnavailable,
 )
-from schedulers.models import AccountingRecord, JobSpec, JobState, JobStatus, Submitted
+from schedulers.models import (
+    AccountingRecord,
+    FoundJob,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Submitted,
+)
 from schedulers.slurm_ssh.paths import confine
 from schedulers.slurm_ssh.states import job_state
 from schedulers.slurm_ssh.transport import Result
@@ -288,20 +295,22 @@ class Scancel:
 
 @dataclass(frozen=True)
 class SqueueMarker:
-    """The user's jobs the controller knows, with their --comment (the gateway's marker).
-    %F is the id sbatch printed (an array's tasks all give the array's id)."""
+    """The user's jobs the controller knows, with their submit time (%V, epoch seconds) and
+    --comment (the gateway's marker, last: it may hold `|`). %F is the id sbatch printed (an
+    array's tasks all give the array's id)."""
 
     unix_user: str
     marker: str
 
     def argv(self) -> list[str]:
-        return ["squeue", "--noheader", "--states=all", f"--user={self.unix_user}",
-                "--format=%F|%k"]
+        return ["env", "SLURM_TIME_FORMAT=%s", "squeue", "--noheader", "--states=all",
+                f"--user={self.unix_user}", "--format=%F|%V|%k"]
 
-    def parse(self, result: Result) -> str | None:
+    def parse(self, result: Result) -> FoundJob | None:
         if result.status != 0:
             raise slurm_error(result, command="squeue")
-        return next((job_id for job_id, comment in _rows(result, 2)
+        return next((FoundJob(scheduler_id=job_id, submit=_time(submit))
+                     for job_id, submit, comment in _rows(result, 3)
                      if comment == self.marker), None)
 
 
@@ -315,13 +324,15 @@ class SacctMarker:
     window: str = "now-7days"
 
     def argv(self) -> list[str]:
-        return ["sacct", "-X", "--parsable2", "--noheader", f"--user={self.unix_user}",
-                f"--starttime={self.window}", "--format=JobID,Comment"]
+        return ["env", "SLURM_TIME_FORMAT=%s", "sacct", "-X", "--parsable2", "--noheader",
+                f"--user={self.unix_user}", f"--starttime={self.window}",
+                "--format=JobID,Submit,Comment"]
 
-    def parse(self, result: Result) -> str | None:
+    def parse(self, result: Result) -> FoundJob | None:
         if result.status != 0:
             raise slurm_error(result, command="sacct")
-        return next((job_id.partition("_")[0] for job_id, comment in _rows(result, 2)
+        return next((FoundJob(scheduler_id=job_id.partition("_")[0], submit=_time(submit))
+                     for job_id, submit, comment in _rows(result, 3)
                      if comment == self.marker), None)
 
 

@@ -15,6 +15,7 @@ from schedulers.config import ClusterConfig
 from schedulers.errors import PathRefused, SchedulerError, SchedulerRejected
 from schedulers.models import (
     AccountingRecord,
+    FoundJob,
     Health,
     Identity,
     JobSpec,
@@ -95,7 +96,7 @@ class SlurmSshScheduler(Scheduler):
         (job_id,) = _job_ids([scheduler_id])
         await self.execute(identity, Scancel(job_id))
 
-    async def find_by_marker(self, identity: Identity, marker: str) -> str | None:
+    async def find_by_marker(self, identity: Identity, marker: str) -> FoundJob | None:
         found = await self.execute(identity, SqueueMarker(identity.unix_user, marker))
         if found is None:
             found = await self.execute(identity, SacctMarker(identity.unix_user, marker))

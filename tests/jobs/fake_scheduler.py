@@ -13,6 +13,7 @@ from schedulers.config import ClusterConfig
 from schedulers.errors import SchedulerRejected, SchedulerUnavailable
 from schedulers.models import (
     AccountingRecord,
+    FoundJob,
     Health,
     Identity,
     JobSpec,
@@ -30,7 +31,7 @@ class FakeJob:
     identity: Identity
     state: JobState = JobState.pending
     reason: str | None = "Priority"
-    submit: datetime = field(default_factory=utcnow)
+    submit: datetime | None = field(default_factory=utcnow)  # None: Slurm reports none
     start: datetime | None = None
     end: datetime | None = None
     exit_code: int | None = None
@@ -108,10 +109,11 @@ class FakeScheduler(Scheduler):
             raise SchedulerRejected("Job has already finished")
         self.cancelled.append(scheduler_id)
 
-    async def find_by_marker(self, identity: Identity, marker: str) -> str | None:
+    async def find_by_marker(self, identity: Identity, marker: str) -> FoundJob | None:
         self.calls["find_by_marker"] += 1
         self._check_up()
-        return next((i for i, j in self.jobs.items() if j.spec.marker == marker), None)
+        return next((FoundJob(scheduler_id=i, submit=j.submit)
+                     for i, j in self.jobs.items() if j.spec.marker == marker), None)
 
     async def read_output(self, identity: Identity, path: str, offset: int,
                           limit: int) -> OutputChunk:

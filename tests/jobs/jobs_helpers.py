@@ -3,14 +3,17 @@ running one tracker cycle."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 from factories import make_member, make_project, make_user
+from fake_scheduler import FakeScheduler
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.orm import Session
@@ -99,6 +102,29 @@ def job_body(project: Project | int | str, **overrides: Any) -> dict[str, Any]:
 def submit(client: TestClient, headers: dict[str, str], project: Project | int | str,
            **overrides: Any) -> Response:
     return client.post("/api/v1/jobs", headers=headers, json=job_body(project, **overrides))
+
+
+@contextmanager
+def transactions_of(client: TestClient, fake: FakeScheduler) -> Iterator[list[str]]:
+    """The transactions the app's JobService opens ("write" or "read"), with "sbatch" where
+    the scheduler's submit was called: the shape of a submission's work."""
+    log: list[str] = []
+    service = client.app.state.jobs  # type: ignore[attr-defined]
+    database: Database = service.database
+
+    @contextmanager
+    def transaction(*, write: bool = True) -> Iterator[Session]:
+        log.append("write" if write else "read")
+        with database.transaction(write=write) as session:
+            yield session
+
+    fake.on_submit = lambda spec: log.append("sbatch")
+    service.database = SimpleNamespace(transaction=transaction)
+    try:
+        yield log
+    finally:
+        service.database = database
+        fake.on_submit = None
 
 
 def cycle(database: Database, fake: Scheduler, settings: Settings, *,

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from fake_scheduler import FakeScheduler
 from fastapi.testclient import TestClient
-from jobs_helpers import World, cycle, job_body
+from jobs_helpers import World, cycle, job_body, transactions_of
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,21 @@ def test_a_retry_with_the_same_key_and_body_gets_the_same_response_whatever_happ
     again = post(client, as_(world.researcher), "retry-1", dict(reversed(body.items())))
     assert again == first  # the first response, though the job has ended since
     assert fake.calls["submit"] == 1 and jobs_in(session) == 1
+
+
+def test_the_answer_is_stored_under_the_key_with_the_slurm_id_it_shows(
+        client: TestClient, world: World, as_: Headers, fake: FakeScheduler,
+        session: Session) -> None:
+    """No transaction of its own for the key's response: a crash after the id is stored leaves
+    no key in flight."""
+    with transactions_of(client, fake) as log:
+        status, answer = post(client, as_(world.researcher), "once", job_body(world.project))
+    assert status == 201 and answer["scheduler_id"] == fake.only().id
+    assert log == ["write", "write", "sbatch", "write"]  # claim, accept, id + answer
+    record = session.scalars(select(IdempotencyRecord)
+                             .where(IdempotencyRecord.key == "once")).one()
+    assert record.state == IdempotencyState.done
+    assert (record.response_status, record.response_body) == (201, answer)
 
 
 def test_the_same_key_with_another_body_is_422(client: TestClient, world: World,

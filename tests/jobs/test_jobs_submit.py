@@ -9,14 +9,18 @@ from pathlib import Path
 import pytest
 from fake_scheduler import FakeScheduler
 from fastapi.testclient import TestClient
-from jobs_helpers import CLUSTER, World, cycle, job_body, submit
+from jobs_helpers import CLUSTER, World, cycle, job_body, submit, transactions_of
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from consortium.audit import RequestContext
 from consortium.base import utcnow
 from consortium.models import AuditEvent, ClusterIdentity, Outcome, User
+from gateway.auth.principal import principal_for_user
 from gateway.db import Database
 from gateway.jobs.models import Job, JobState
+from gateway.jobs.schemas import JobCreate
+from gateway.jobs.service import JobService
 from gateway.settings import Settings
 from quotas.models import Hold, HoldState
 from schedulers.errors import SchedulerRejected, SchedulerTimeout, SchedulerUnavailable
@@ -62,6 +66,27 @@ def test_job_and_hold_are_committed_before_the_scheduler_is_called(
     assert [e["to_state"] for e in job["events"]] == ["accepted", "submitting", "pending"]
     assert job["quote_msu"] == 250 and job["marker"] == f"hpcgw:{CLUSTER}:{job['id']}"
     assert fake.only().spec.marker == job["marker"]
+
+
+def test_a_submission_writes_once_before_the_scheduler_call_and_once_after(
+        client: TestClient, world: World, fake: FakeScheduler, as_: Headers) -> None:
+    """Job `accepted` and `submitting`, hold and audit in the one transaction that commits
+    before sbatch; the Slurm id and the answer read in the one after it."""
+    with transactions_of(client, fake) as log:
+        answer = submit(client, as_(world.researcher), world.project)
+    assert answer.status_code == 201, answer.text
+    assert log == ["write", "sbatch", "write"]
+    assert [e["to_state"] for e in answer.json()["events"]] == [
+        "accepted", "submitting", "pending"]
+
+
+def test_a_lost_answer_is_stored_as_unknown_and_read_in_one_transaction(
+        client: TestClient, world: World, fake: FakeScheduler, as_: Headers) -> None:
+    fake.lost_answer = SchedulerTimeout("no answer within 30 s")
+    with transactions_of(client, fake) as log:
+        answer = submit(client, as_(world.researcher), world.project)
+    assert answer.status_code == 202 and answer.json()["state"] == "unknown", answer.text
+    assert log == ["write", "sbatch", "write"]
 
 
 def test_submission_records_the_request_and_an_audit_event(
@@ -288,10 +313,26 @@ def test_a_submitter_that_died_leaves_a_row_the_tracker_settles(
     assert job.scheduler_id == fake.only().id and fake.calls["submit"] == 1
 
 
+def test_a_submitter_that_died_before_sbatch_leaves_a_hold_the_tracker_releases(
+        *, client: TestClient, world: World, session: Session, fake: FakeScheduler,
+        database: Database, settings: Settings) -> None:
+    """The first commit already says `submitting`: a crash before the script left is settled
+    by marker too (no job carries it: submit_failed, hold released), never sent again."""
+    service: JobService = client.app.state.jobs  # type: ignore[attr-defined]
+    principal = principal_for_user(session, world.researcher)
+    with database.transaction() as tx:  # what the submission's first transaction commits
+        accepted = service._accept(tx, principal, JobCreate.model_validate(
+            job_body(world.project)), RequestContext(), None, submitting=True)
+    public_id = accepted.public_id
+    assert cycle(database, fake, settings).marker_lookups == 0  # the submitter may be at work
+    later = cycle(database, fake, settings, clock=lambda: utcnow() + timedelta(hours=1))
+    assert later.changes == [(public_id, JobState.submitting, JobState.submit_failed)]
+    assert hold_of(session, public_id).state == HoldState.released
+    assert fake.calls["submit"] == 0
+
+
 def test_environment_and_workdir_reach_the_scheduler(tmp_path: Path) -> None:
     body = job_body(1, environment={"A": "1"}, workdir="a/./b")
-    from gateway.jobs.schemas import JobCreate
-
     assert JobCreate.model_validate(body).workdir == "a/b"
 
 
@@ -317,5 +358,5 @@ def test_an_id_the_tracker_already_stored_is_kept(
     service = client.app.state.jobs  # type: ignore[attr-defined]
     with database.transaction() as tx:
         job = tx.scalars(select(Job).where(Job.public_id == public_id)).one()
-        assert service._submitted(tx, job.id, fake.only().id) == (True, False)
+        assert service._submitted(tx, job, fake.only().id) == (True, False)
     assert fake.cancelled == []

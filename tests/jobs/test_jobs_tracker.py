@@ -3,6 +3,7 @@ settled through the quota service, one tracker per cluster, backoff while the cl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -23,6 +24,7 @@ from gateway.jobs.tracker import ClusterTracker, backoff
 from gateway.settings import Settings
 from quotas.models import EntryKind, Hold, HoldState, LedgerEntry
 from quotas.rates import Amounts, price
+from schedulers.errors import SchedulerTimeout
 from schedulers.models import JobState as ClusterState
 
 Headers = Callable[[User], dict[str, str]]
@@ -151,6 +153,30 @@ def test_a_cancel_asked_while_the_submission_was_in_doubt_is_sent_once_found(
     assert report.cancels_sent == 1 and fake.cancelled == [fake.only().id]
 
 
+def test_a_job_found_by_its_marker_keeps_slurms_submit_time_not_the_discovery_time(
+        *, client: TestClient, world: World, as_: Headers, fake: FakeScheduler,
+        database: Database, settings: Settings, session: Session) -> None:
+    fake.lost_answer = SchedulerTimeout("no answer")
+    public_id = submit(client, as_(world.researcher), world.project).json()["id"]
+    submitted = utcnow().replace(microsecond=0) - timedelta(minutes=40)  # gateway was down
+    fake.only().submit = submitted
+    report = cycle(database, fake, settings)
+    assert report.changes == [(public_id, JobState.unknown, JobState.pending)]
+    assert job_of(session, public_id).submitted_at == submitted
+
+
+def test_a_job_found_by_its_marker_without_a_submit_time_gets_the_discovery_time(
+        *, client: TestClient, world: World, as_: Headers, fake: FakeScheduler,
+        database: Database, settings: Settings, session: Session) -> None:
+    fake.lost_answer = SchedulerTimeout("no answer")
+    public_id = submit(client, as_(world.researcher), world.project).json()["id"]
+    fake.only().submit = None
+    discovered = utcnow() + timedelta(minutes=5)
+    report = cycle(database, fake, settings, clock=lambda: discovered)
+    assert report.changes == [(public_id, JobState.unknown, JobState.pending)]
+    assert job_of(session, public_id).submitted_at == discovered
+
+
 # --- one tracker per cluster ---------------------------------------------------------------
 
 def test_two_trackers_on_one_cluster_only_one_acts(
@@ -223,19 +249,25 @@ def test_the_loop_backs_off_while_the_cluster_is_down_and_resumes(
                                              "tracker_max_backoff_seconds": 0.16})
     tracker = ClusterTracker(database, Cluster(fake.config, fake), quick, holder="t")
 
-    async def run_for(seconds: float) -> None:
+    async def run_until(calls: int) -> float:
+        """Seconds the loop took to make `calls` squeue calls (at most 10)."""
         stop = anyio.Event()
+        started = time.monotonic()
         async with anyio.create_task_group() as group:
             group.start_soon(tracker.run, stop)
-            await anyio.sleep(seconds)
+            with anyio.fail_after(10):
+                while fake.calls["states"] < calls:  # noqa: ASYNC110 (the fake has no event)
+                    await anyio.sleep(0.005)
             stop.set()
+        return time.monotonic() - started
 
-    anyio.run(run_for, 0.6)
-    # without backoff some 60 cycles; with it 0.02+0.04+0.08+0.16+0.16... about 6
-    assert 3 <= fake.calls["states"] <= 10
+    # six calls: at least 0.02+0.04+0.08+0.16+0.16 s apart with backoff, 0.05 s without;
+    # a slow machine only makes it longer, so the bound holds under any load
+    assert anyio.run(run_until, 6) >= 0.45
     fake.down = False
     fake.end(fake.only().id, ClusterState.completed, seconds=30)
-    anyio.run(run_for, 0.2)
+    fake.calls.clear()
+    anyio.run(run_until, 1)
     assert job_of(session, public_id).state == JobState.completed
 
 

@@ -7,8 +7,19 @@ from datetime import timedelta
 
 import pytest
 from factories import make_member, make_project
-from quota_helpers import audit, balance, give, hold_hours, settle_hours
+from quota_helpers import (
+    HOUR,
+    ONE_GPU,
+    WEIGHTS,
+    audit,
+    balance,
+    give,
+    hold_hours,
+    job,
+    settle_hours,
+)
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consortium.base import utcnow
@@ -138,3 +149,23 @@ def test_a_debt_is_not_expired(session: Session) -> None:
     assert balance(session, allocation.id).available == -4000
     assert not session.scalars(select(LedgerEntry).where(
         LedgerEntry.kind == EntryKind.expire)).all()
+
+
+def test_holding_again_for_a_job_returns_its_first_hold(session: Session) -> None:
+    member = make_member(session)
+    allocation = give(session, member, 10)
+    first = hold_hours(session, member, "j1", 1)
+    assert hold_hours(session, member, "j1", 1) is first
+    assert balance(session, allocation.id).held == 1000
+
+
+def test_a_new_jobs_hold_skips_the_read_but_a_second_one_is_still_refused(
+        session: Session) -> None:
+    """`new_job` skips the idempotency read; the unique job id of holds still refuses a
+    second hold, and nothing of it is written."""
+    member = make_member(session)
+    allocation = give(session, member, 10)
+    service.hold(session, job(member, "j1"), WEIGHTS, ONE_GPU, HOUR, new_job=True)
+    with pytest.raises(IntegrityError), session.begin_nested():
+        service.hold(session, job(member, "j1"), WEIGHTS, ONE_GPU, HOUR, new_job=True)
+    assert balance(session, allocation.id).held == 1000

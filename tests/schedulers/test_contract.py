@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,11 +286,16 @@ async def test_jobs_the_scheduler_never_had_are_absent(backend: Backend) -> None
     assert await backend.scheduler.accounting(["99999991"]) == {}
 
 
-async def test_find_by_marker_finds_the_members_job(backend: Backend) -> None:
+async def test_find_by_marker_finds_the_members_job_with_its_submit_time(
+        backend: Backend) -> None:
     spec = backend.spec("sleep 1")
+    before = datetime.now(UTC).replace(microsecond=0)  # Slurm's times are whole seconds
     job_id = await backend.submit(backend.alpha, spec)
+    after = datetime.now(UTC)
 
-    assert await backend.scheduler.find_by_marker(backend.alpha, spec.marker) == job_id
+    found = await backend.scheduler.find_by_marker(backend.alpha, spec.marker)
+    assert found is not None and found.scheduler_id == job_id
+    assert found.submit is not None and before <= found.submit <= after
     assert await backend.scheduler.find_by_marker(backend.beta, spec.marker) is None
     assert await backend.scheduler.find_by_marker(backend.alpha, "ct-never-used-1") is None
 

@@ -324,13 +324,15 @@ async def test_job_beyond_the_partition_limits_is_rejected(make: Make, alpha: Id
 # --- members ---------------------------------------------------------------------------------
 
 @pytest.mark.anyio
-async def test_job_is_found_by_its_marker_only_by_its_member(make: Make, alpha: Identity,
-                                                            beta: Identity) -> None:
+async def test_job_is_found_by_its_marker_with_its_submit_time_only_by_its_member(
+        make: Make, alpha: Identity, beta: Identity) -> None:
     scheduler = make()
     job = spec("true")
     job_id = (await scheduler.submit(alpha, job)).scheduler_id
 
-    assert await scheduler.find_by_marker(alpha, job.marker) == job_id
+    found = await scheduler.find_by_marker(alpha, job.marker)
+    assert found is not None and found.scheduler_id == job_id
+    assert found.submit == (await scheduler.accounting([job_id]))[job_id].submit
     assert await scheduler.find_by_marker(beta, job.marker) is None
     assert await scheduler.find_by_marker(alpha, "m-never-used") is None
 

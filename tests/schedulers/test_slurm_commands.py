@@ -18,7 +18,7 @@ from schedulers.errors import (
     SchedulerTimeout,
     SchedulerUnavailable,
 )
-from schedulers.models import AssociationLimits, JobSpec, JobState, Resources
+from schedulers.models import AssociationLimits, FoundJob, JobSpec, JobState, Resources
 from schedulers.slurm_ssh.accounting import (
     ModifyAccount,
     ShowAssociations,
@@ -149,12 +149,34 @@ def test_sacct_asks_for_epoch_times_and_every_user() -> None:
     assert argv[8].startswith("--format=JobID,JobIDRaw,State,ExitCode,")
 
 
-def test_marker_lookups_give_the_id_sbatch_printed() -> None:
-    found = SqueueMarker("hpcm_alpha", "cap-2365412626").parse(out("squeue_marker.txt"))
-    assert found == "454"
-    assert SqueueMarker("hpcm_alpha", "cap-none").parse(out("squeue_marker.txt")) is None
-    sacct = Result(b"12|other\n13_2|mk-12345678\n", b"", 0)
-    assert SacctMarker("hpcm_alpha", "mk-12345678").parse(sacct) == "13"
+def test_marker_lookups_give_the_id_sbatch_printed_and_slurms_submit_time() -> None:
+    squeue = out("squeue_marker.txt")
+    submitted = datetime.fromtimestamp(1795648791, UTC)  # 2026-11-25T23:19:51Z
+    assert SqueueMarker("hpcm_alpha", "cap-m1").parse(squeue) == FoundJob(
+        scheduler_id="16748", submit=submitted)
+    assert SqueueMarker("hpcm_alpha", "cap-m2").parse(squeue) == FoundJob(
+        scheduler_id="16752", submit=submitted)  # an array: its id, not a task's
+    assert SqueueMarker("hpcm_alpha", "cap-none").parse(squeue) is None
+    sacct = out("sacct_marker.txt")
+    assert SacctMarker("hpcm_alpha", "cap-m1").parse(sacct) == FoundJob(
+        scheduler_id="16748", submit=submitted)
+    tasks = Result(b"12|1795648000|other\n13_2|1795648791|mk-12345678\n", b"", 0)
+    assert SacctMarker("hpcm_alpha", "mk-12345678").parse(tasks) == FoundJob(
+        scheduler_id="13", submit=submitted)
+
+
+def test_marker_lookups_ask_for_epoch_submit_times_before_the_comment() -> None:
+    for argv in (SqueueMarker("hpcm_alpha", "cap-m1").argv(),
+                 SacctMarker("hpcm_alpha", "cap-m1").argv()):
+        assert argv[:2] == ["env", "SLURM_TIME_FORMAT=%s"]
+    assert SqueueMarker("hpcm_alpha", "cap-m1").argv()[-1] == "--format=%F|%V|%k"
+    assert SacctMarker("hpcm_alpha", "cap-m1").argv()[-1] == "--format=JobID,Submit,Comment"
+
+
+def test_a_marker_lookup_without_a_submit_time_still_finds_the_job() -> None:
+    unknown = Result(b"21|Unknown|mk-12345678\n", b"", 0)
+    assert SacctMarker("hpcm_alpha", "mk-12345678").parse(unknown) == FoundJob(
+        scheduler_id="21", submit=None)
 
 
 def test_sbatch_refusal_carries_slurms_message() -> None:
@@ -332,8 +354,9 @@ def test_command_lines_reach_a_real_shell_as_the_same_arguments(args: list[str])
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(TEXT.filter(lambda t: "/" not in t and t not in ("", ".", "..")), min_size=1,
-                max_size=3, unique=True))
+@given(st.lists(TEXT.filter(lambda t: "/" not in t and t not in ("", ".", "..")
+                            and len(t.encode()) <= 255),  # NAME_MAX: longer cannot exist
+                min_size=1, max_size=3, unique=True))
 def test_missing_directories_are_made_before_the_command(tmp_path_factory: pytest.TempPathFactory,
                                                          names: list[str]) -> None:
     root = tmp_path_factory.mktemp("dirs")

@@ -22,6 +22,7 @@ from schedulers.errors import (
 )
 from schedulers.models import JobSpec, JobState, Resources
 from schedulers.registry import build_scheduler, check_cluster
+from schedulers.slurm_ssh.commands import SacctMarker, SqueueMarker
 from schedulers.slurm_ssh.scheduler import SlurmSshScheduler
 from schedulers.slurm_ssh.transport import CHANNELS_PER_CONNECTION, SshTransport
 
@@ -73,6 +74,26 @@ async def test_members_job_runs_as_its_own_user_and_cannot_read_another_members_
     assert out == f"{testcluster['ALPHA_USER']}\n"
     assert f"'{beta_dir}': Permission denied" in err
     assert "authorized_keys: Permission denied" in err
+
+
+async def test_the_marker_in_accounting_gives_the_same_job_and_submit_time_as_the_queue(
+        scheduler: SlurmSshScheduler, testcluster: Cluster) -> None:
+    """sacct is where find_by_marker looks once the controller has forgotten the job."""
+    alpha = testcluster.identity("ALPHA")
+    spec = _spec("true", testcluster.partition)
+    job_id = (await scheduler.submit(alpha, spec)).scheduler_id
+    assert await _ended(scheduler, job_id) == JobState.completed
+
+    queued = await scheduler.execute(alpha, SqueueMarker(alpha.unix_user, spec.marker))
+    # a query by user and time window lags `sacct -j` by a few seconds (measured: up to 4 s)
+    deadline = time.monotonic() + 20
+    while (accounted := await scheduler.execute(
+            alpha, SacctMarker(alpha.unix_user, spec.marker))) is None:
+        assert time.monotonic() < deadline, "the job's marker never reached sacct"
+        await asyncio.sleep(0.5)
+
+    assert queued is not None and queued.scheduler_id == job_id and queued.submit is not None
+    assert accounted == queued
 
 
 async def test_slow_command_leaves_the_event_loop_free(scheduler: SlurmSshScheduler,

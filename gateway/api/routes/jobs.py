@@ -79,14 +79,15 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(
         pattern=idempotency.KEY_PATTERN,
         description="retries with the same key and body get the first response again")] = None,
-) -> JSONResponse:
+) -> Response:
     """Submit a script, or a template with its parameters. 201 with the job once the cluster
     has it; 202 if the cluster's answer was lost (the job is `unknown`, never submitted twice).
     Refusals: 403 (policy, `quota-exceeded` with the numbers), 409, 422 (with field paths),
     503 with Retry-After when the cluster cannot be reached (nothing submitted, hold released)."""
     if idempotency_key is None:
         submission = await jobs.submit(principal, body, context)
-        return _json(submission.status, submission.job.model_dump(mode="json"))
+        return Response(submission.job.model_dump_json(), status_code=submission.status,
+                        media_type="application/json")
     fingerprint = idempotency.fingerprint("POST", JOBS_PATH, body.model_dump(mode="json"))
     claimed = await jobs.claim_key(principal.user_id, idempotency_key, fingerprint)
     if isinstance(claimed, idempotency.Replay):
@@ -104,9 +105,8 @@ async def submit_job(
         with anyio.CancelScope(shield=True):
             await jobs.abandon_key(claimed.record_id)
         raise
-    body_out = submission.job.model_dump(mode="json")
-    await jobs.complete_key(claimed.record_id, submission.status, body_out)
-    return _json(submission.status, body_out)
+    # the service stored this answer under the key, with the outcome it shows
+    return _json(submission.status, submission.job.model_dump(mode="json"))
 
 
 @router.get("/jobs", response_model=Page[JobOut], responses=problems(401, 422))

@@ -231,17 +231,19 @@ LEDGER_COLUMNS = ["id", "at", "allocation_id", "kind", "amount_msu", "amount_su"
 def _ledger_rows(database: Database, query: Select[LedgerEntry]) -> Iterator[Sequence[object]]:
     yield LEDGER_COLUMNS
     after = 0
-    with database.session() as session:  # its own: the response outlives the request's
-        while True:
+    while True:
+        # a short session per batch (the response outlives the request's): no connection is
+        # held while a slow client reads; the id order makes the batches consistent
+        with database.session() as session:
             batch = session.scalars(query.where(LedgerEntry.id > after)
                                     .order_by(LedgerEntry.id).limit(1000)).all()
-            for e in batch:
-                yield [e.id, e.at.isoformat(), e.allocation_id, e.kind.value, e.amount_msu,
-                       to_su(e.amount_msu), e.project_id, e.user_id, e.cluster, e.partition,
-                       e.job_id, e.actor, e.reason]
-            if len(batch) < 1000:
-                return
-            after = batch[-1].id
+        for e in batch:
+            yield [e.id, e.at.isoformat(), e.allocation_id, e.kind.value, e.amount_msu,
+                   to_su(e.amount_msu), e.project_id, e.user_id, e.cluster, e.partition,
+                   e.job_id, e.actor, e.reason]
+        if len(batch) < 1000:
+            return
+        after = batch[-1].id
 
 
 @router.get("/members/{member}/ledger", response_model=Page[LedgerEntryOut],
