@@ -134,7 +134,10 @@ wait_until() {
   local secs=$1 what=$2; shift 2
   local deadline=$(( ${EPOCHREALTIME/./} + secs * 1000000 ))
   while (( ${EPOCHREALTIME/./} < deadline )); do
-    if timeout 10 "$@" >/dev/null 2>&1; then return 0; fi
+    # `timeout` runs programs, not this script's functions (node_ready): those bound their own
+    if declare -F "$1" >/dev/null; then
+      if "$@" >/dev/null 2>&1; then return 0; fi
+    elif timeout 10 "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
   die "timed out after ${secs}s waiting for $what"
@@ -467,8 +470,8 @@ start_slurmd() {
 # the node takes jobs (idle, or busy with the tests' jobs) and registered since slurmd (re)started
 node_ready() {
   local line t
-  line=$(scontrol -o show node "$NODE") || return 1
-  [[ $(sinfo -h -n "$NODE" -o %T) =~ ^(idle|mixed|allocated|completing)$ ]] || return 1
+  line=$(timeout 10 scontrol -o show node "$NODE") || return 1
+  [[ $(timeout 10 sinfo -h -n "$NODE" -o %T) =~ ^(idle|mixed|allocated|completing)$ ]] || return 1
   ((SLURMD_STARTED == 0)) && return 0
   t=$(sed -n 's/.*SlurmdStartTime=\([^ ]*\).*/\1/p' <<<"$line")
   [[ -n $t && $t != None ]] || return 1

@@ -108,7 +108,7 @@ class JobReads:
         if self._loop_engine is None:
             with self.database.engine.connect() as conn:
                 head = conn.execute(_HEAD, {"public_id": public_id}).first()
-            decided, body = self._cached(head and head.tuple(), public_id, key)
+            decided, body = self._cached(head, public_id, key)
             if decided:
                 return body
         return self._fresh(scope, public_id, key)
