@@ -43,7 +43,8 @@ JOB_PATH = re.compile(r"^/api/v1/jobs/([0-9a-f]{12})$")
 # A cached principal is re-authenticated at least this often, whatever the epoch says: a PAT's
 # last use is stamped once a minute, and a change made behind the triggers' back still ends.
 PRINCIPAL_LIFETIME = timedelta(seconds=60)
-CACHE_ENTRIES = 4096
+CACHE_ENTRIES = 4096  # callers
+CACHE_BYTES = 64 * 1024 * 1024  # jobs' JSON (a script may be large): bounded by size, not count
 
 _HEAD = (select(Job.member_id, Job.revision, select(AuthEpoch.value).scalar_subquery())
          .where(Job.public_id == bindparam("public_id")))
@@ -60,6 +61,10 @@ class _Credential:
 class _Answer:
     revision: int
     body: bytes
+
+
+def _size(answer: _Answer) -> int:
+    return len(answer.body)
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -85,7 +90,7 @@ class JobReads:
         self._head_sql = str(_HEAD.compile(dialect=database.engine.dialect))
         self._lock = threading.Lock()  # the caches are shared by the loop and worker threads
         self._credentials: LRUCache[bytes, _Credential] = LRUCache(CACHE_ENTRIES)
-        self._answers: LRUCache[str, _Answer] = LRUCache(CACHE_ENTRIES)
+        self._answers: LRUCache[str, _Answer] = LRUCache(CACHE_BYTES, getsizeof=_size)
 
     def close(self) -> None:
         if self._loop_connection is not None:
