@@ -32,7 +32,7 @@ from consortium.base import utcnow
 from consortium.errors import DomainError
 from consortium.models import AuthEpoch
 from gateway.api.deps import read_threads
-from gateway.auth.principal import authenticate
+from gateway.auth.principal import authenticate, bearer_token
 from gateway.db import Database, make_engine
 from gateway.jobs import repository
 from gateway.jobs.models import Job
@@ -68,10 +68,10 @@ def _size(answer: _Answer) -> int:
 
 
 def _bearer(scope: Scope) -> str | None:
+    """The request's bearer token, read as gateway.auth.principal reads it (first header)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() or None if scheme.lower() == "bearer" else None
+            return bearer_token(value.decode("latin-1"))
     return None
 
 
@@ -89,7 +89,7 @@ class JobReads:
         self._loop_connection: PoolProxiedConnection | None = None
         self._head_sql = str(_HEAD.compile(dialect=database.engine.dialect))
         self._lock = threading.Lock()  # the caches are shared by the loop and worker threads
-        self._credentials: LRUCache[bytes, _Credential] = LRUCache(CACHE_ENTRIES)
+        self._credentials: LRUCache[str, _Credential] = LRUCache(CACHE_ENTRIES)
         self._answers: LRUCache[str, _Answer] = LRUCache(CACHE_BYTES, getsizeof=_size)
 
     def close(self) -> None:
@@ -100,7 +100,7 @@ class JobReads:
 
     async def body(self, scope: Scope, public_id: str, token: str) -> bytes | None:
         """The job's JSON, or None for the route to answer (a miss that failed, a refusal)."""
-        key = bytes.fromhex(tokens.token_hash(token))
+        key = tokens.token_hash(token)
         if self._loop_engine is not None:
             decided, body = self._cached(self._head_on_loop(self._loop_engine, public_id),
                                          public_id, key)
@@ -109,7 +109,7 @@ class JobReads:
         return await anyio.to_thread.run_sync(self._read, scope, public_id, key,
                                               limiter=read_threads())
 
-    def _read(self, scope: Scope, public_id: str, key: bytes) -> bytes | None:
+    def _read(self, scope: Scope, public_id: str, key: str) -> bytes | None:
         if self._loop_engine is None:
             with self.database.engine.connect() as conn:
                 head = conn.execute(_HEAD, {"public_id": public_id}).first()
@@ -129,7 +129,7 @@ class JobReads:
         finally:
             cursor.close()
 
-    def _cached(self, head: tuple[int, int, int] | None, public_id: str, key: bytes
+    def _cached(self, head: tuple[int, int, int] | None, public_id: str, key: str
                 ) -> tuple[bool, bytes | None]:
         """From the job's head (owner, revision, epoch): (True, the cached answer) when both
         caches are current; (True, None) for the route to answer (no such job, or not the
@@ -150,7 +150,7 @@ class JobReads:
             return True, None
         return True, answer.body
 
-    def _fresh(self, scope: Scope, public_id: str, key: bytes) -> bytes | None:
+    def _fresh(self, scope: Scope, public_id: str, key: str) -> bytes | None:
         """The regular read, in one transaction whose first statement reads the epoch: what is
         cached is never labelled newer than what it was built from."""
         now = utcnow()

@@ -27,12 +27,18 @@ from gateway.logging import log
 from gateway.settings import Settings
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value; None for anything else."""
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _bearer(request: Request) -> str:
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise Unauthenticated("a bearer token is required")
-    return token.strip()
+    return token
 
 
 # The user and its roles in one query, one row per membership in an active member (a suspended

@@ -30,7 +30,7 @@ def builds(committed: tuple[World, TestClient], monkeypatch: pytest.MonkeyPatch)
     built: list[str] = []
     fresh = reads._fresh
 
-    def counted(scope: Any, public_id: str, key: bytes) -> bytes | None:
+    def counted(scope: Any, public_id: str, key: str) -> bytes | None:
         built.append(public_id)
         return fresh(scope, public_id, key)
 
