@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, ColumnExpressionArgument, Select, func, select
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from consortium.authz import Principal
@@ -32,12 +32,17 @@ def _locked(stmt: Select[Allocation]) -> Select[Allocation]:
     return stmt.with_for_update(key_share=True).execution_options(populate_existing=True)
 
 
+# built once: a hold runs it on every submission, and building costs more than running it
+_ACTIVE_ALLOCATIONS = _locked(
+    select(Allocation)
+    .where(Allocation.member_id == bindparam("member_id"),
+           Allocation.state == AllocationState.active)
+    .order_by(Allocation.id))
+
+
 def lock_active_allocations(session: Session, member_id: int) -> list[Allocation]:
     """The member's active allocations, locked in id order: the member-level lock of a hold."""
-    stmt = (select(Allocation)
-            .where(Allocation.member_id == member_id, Allocation.state == AllocationState.active)
-            .order_by(Allocation.id))
-    return list(session.scalars(_locked(stmt)))
+    return list(session.scalars(_ACTIVE_ALLOCATIONS, {"member_id": member_id}))
 
 
 def lock_allocation(session: Session, allocation_id: int) -> Allocation | None:

@@ -136,8 +136,9 @@ def hold(
 
     Check and reservation happen under the lock of the member's active allocations, so two
     submissions racing for the last hours cannot both pass. Reads balance rows, never the ledger.
-    `new_job`: the caller created the job in this transaction, so it can hold nothing yet and
-    the idempotency read is skipped (the unique job id of holds still refuses a second one).
+    `new_job`: the caller created the job in this transaction, so it can hold nothing yet: the
+    idempotency read is skipped and the hold is written with the caller's next flush (the
+    unique job id of holds still refuses a second one, at the latest on commit).
     """
     amount = quote(weights, requested, time_limit_seconds)
     allocations = repository.lock_active_allocations(session, job.member_id)
@@ -168,7 +169,8 @@ def hold(
     chosen.held_msu += amount
     repository.add_entry(session, chosen, EntryKind.hold, -amount, key=f"hold:{job.job_id}",
                          actor=actor, hold=new)
-    session.flush()
+    if not new_job:
+        session.flush()
     return new
 
 

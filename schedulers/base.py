@@ -23,6 +23,21 @@ from schedulers.models import (
 JOB_NAME_PREFIX = "hpcgw-"
 
 
+class Staged:
+    """A submission prepared ahead of its job's commit (`Scheduler.stage`). This one prepares
+    nothing: `submit` is the scheduler's own."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:
+        """Submit `spec`, using what was prepared when it still fits."""
+        return await self.scheduler.submit(identity, spec)
+
+    def discard(self) -> None:
+        """Give up what was prepared (idempotent; harmless after submit)."""
+
+
 class Scheduler(ABC):
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
@@ -33,6 +48,13 @@ class Scheduler(ABC):
 
     @abstractmethod
     async def submit(self, identity: Identity, spec: JobSpec) -> Submitted: ...
+
+    def stage(self, identity: Identity, spec: JobSpec) -> Staged:
+        """Start what a submission of `spec` (script and environment aside) can do before the
+        job is committed, without waiting for it. Nothing may reach the scheduler before
+        `Staged.submit`; a staged submission discarded, or lost with this process, submits
+        nothing."""
+        return Staged(self)
 
     @abstractmethod
     async def states(self, scheduler_ids: Sequence[str]) -> dict[str, JobStatus]:

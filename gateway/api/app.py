@@ -25,8 +25,9 @@ from gateway.api.routes import (
     tokens,
     webhooks,
 )
+from gateway.auth.credentials import Credentials
 from gateway.auth.oidc import OidcVerifier
-from gateway.db import Database
+from gateway.db import Database, LoopReads
 from gateway.jobs.clusters import Clusters
 from gateway.jobs.runtime import build_schedulers, close_schedulers, jobs_runtime
 from gateway.jobs.service import JobService
@@ -43,14 +44,16 @@ def create_app(settings: Settings, database: Database | None = None,
     db = database or Database(settings.effective_database_url)
     # one scheduler per cluster (a test hands in its own); the jobs' trackers run in lifespan
     backends = dict(schedulers) if schedulers is not None else build_schedulers(settings)
-    reads = JobReads(db, settings)
+    credentials = Credentials()
+    loop_reads = LoopReads(db)
+    reads = JobReads(db, settings, credentials, loop_reads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (jobs_runtime(settings, db, backends),
                     webhooks_runtime(settings, db, worker=settings.webhooks.worker_in_serve)):
             yield
-        reads.close()
+        loop_reads.close()
         if schedulers is None:
             await close_schedulers(backends)
         if database is None:  # ours to close; a database handed in belongs to the caller
@@ -71,6 +74,8 @@ def create_app(settings: Settings, database: Database | None = None,
     app.state.settings = settings
     app.state.database = db
     app.state.job_reads = reads
+    app.state.credentials = credentials
+    app.state.loop_reads = loop_reads
     app.state.schedulers = backends
     app.state.jobs = JobService(db, Clusters(settings.clusters, backends), settings.jobs)
     # one JWKS cache per app, shared by the request threads

@@ -16,8 +16,11 @@ from sqlalchemy.orm import Session
 
 from consortium.audit import RequestContext
 from consortium.authz import Principal
-from gateway.auth.principal import authenticate
-from gateway.db import Database
+from consortium.base import utcnow
+from consortium.tokens import token_hash
+from gateway.auth.credentials import EPOCH, Credentials
+from gateway.auth.principal import authenticate, bearer_token
+from gateway.db import Database, LoopReads
 from gateway.jobs.service import JobService
 from gateway.settings import Settings
 
@@ -160,10 +163,30 @@ async def get_principal_detached(
     _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
 ) -> Principal:
     """For async routes that wait on a cluster: authenticated in a short transaction of its own,
-    in a worker thread, so that no connection or lock is held while the route awaits."""
+    in a worker thread, so that no connection or lock is held while the route awaits. A caller
+    whose principal is kept (gateway.auth.credentials) and current costs one read of the auth
+    epoch: on the event loop on SQLite, in that transaction elsewhere."""
+    credentials: Credentials = request.app.state.credentials
+    loop_reads: LoopReads = request.app.state.loop_reads
+    token = bearer_token(request.headers.get("authorization", ""))
+    key = token_hash(token) if token else None
+    if key is not None and loop_reads.enabled:
+        row = loop_reads.first(EPOCH)
+        kept = credentials.get(key, row[0]) if row else None
+        if kept is not None:
+            return kept
+
     def run() -> Principal:
+        now = utcnow()
         with database.transaction(write=False) as session:
-            return authenticate(request, session, settings)
+            epoch = session.scalars(EPOCH).one()  # first: the principal is no older than it
+            kept = credentials.get(key, epoch) if key else None
+            if kept is not None:
+                return kept
+            principal = authenticate(request, session, settings)
+        if key is not None:
+            credentials.put(key, principal, epoch, read_at=now)
+        return principal
     return await anyio.to_thread.run_sync(run)
 
 

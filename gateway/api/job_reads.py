@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 from cachetools import LRUCache
-from sqlalchemy import Connection, Engine, PoolProxiedConnection, bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import SingletonThreadPool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -32,29 +32,19 @@ from consortium.base import utcnow
 from consortium.errors import DomainError
 from consortium.models import AuthEpoch
 from gateway.api.deps import read_threads
+from gateway.auth.credentials import Credentials
 from gateway.auth.principal import authenticate, bearer_token
-from gateway.db import Database, make_engine
+from gateway.db import Database, LoopReads
 from gateway.jobs import repository
 from gateway.jobs.models import Job
 from gateway.jobs.views import job_detail
 from gateway.settings import Settings
 
 JOB_PATH = re.compile(r"^/api/v1/jobs/([0-9a-f]{12})$")
-# A cached principal is re-authenticated at least this often, whatever the epoch says: a PAT's
-# last use is stamped once a minute, and a change made behind the triggers' back still ends.
-PRINCIPAL_LIFETIME = timedelta(seconds=60)
-CACHE_ENTRIES = 4096  # callers
 CACHE_BYTES = 64 * 1024 * 1024  # jobs' JSON (a script may be large): bounded by size, not count
 
 _HEAD = (select(Job.member_id, Job.revision, select(AuthEpoch.value).scalar_subquery())
          .where(Job.public_id == bindparam("public_id")))
-
-
-@dataclass(frozen=True)
-class _Credential:
-    principal: Principal
-    epoch: int
-    until: datetime
 
 
 @dataclass(frozen=True)
@@ -76,41 +66,31 @@ def _bearer(scope: Scope) -> str | None:
 
 
 class JobReads:
-    """The caches and the reads behind them; one per app, closed with it."""
+    """The jobs' answers and the reads behind them; one per app."""
 
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, credentials: Credentials,
+                 loop_reads: LoopReads) -> None:
         self.database = database
         self.settings = settings
-        # SQLite answers the check in microseconds: it runs on the event loop, no thread hop, on
-        # a connection of its own (waiting for a busy pool would stall the loop), through the
-        # driver (the statement is compiled once; it returns three integers, nothing to convert)
-        self._loop_engine = (make_engine(database.url, poolclass=SingletonThreadPool)
-                             if database.dialect == "sqlite" else None)
-        self._loop_connection: PoolProxiedConnection | None = None
-        self._head_sql = str(_HEAD.compile(dialect=database.engine.dialect))
-        self._lock = threading.Lock()  # the caches are shared by the loop and worker threads
-        self._credentials: LRUCache[str, _Credential] = LRUCache(CACHE_ENTRIES)
+        self.credentials = credentials
+        # SQLite answers the check in microseconds: on the event loop, no thread hop
+        self._loop_reads = loop_reads if loop_reads.enabled else None
+        self._lock = threading.Lock()  # the cache is shared by the loop and worker threads
         self._answers: LRUCache[str, _Answer] = LRUCache(CACHE_BYTES, getsizeof=_size)
-
-    def close(self) -> None:
-        if self._loop_connection is not None:
-            self._loop_connection.close()
-        if self._loop_engine is not None:
-            self._loop_engine.dispose()
 
     async def body(self, scope: Scope, public_id: str, token: str) -> bytes | None:
         """The job's JSON, or None for the route to answer (a miss that failed, a refusal)."""
         key = tokens.token_hash(token)
-        if self._loop_engine is not None:
-            decided, body = self._cached(self._head_on_loop(self._loop_engine, public_id),
-                                         public_id, key)
+        if self._loop_reads is not None:
+            head = self._loop_reads.first(_HEAD, (public_id,))
+            decided, body = self._cached(head, public_id, key)
             if decided:
                 return body
         return await anyio.to_thread.run_sync(self._read, scope, public_id, key,
                                               limiter=read_threads())
 
     def _read(self, scope: Scope, public_id: str, key: str) -> bytes | None:
-        if self._loop_engine is None:
+        if self._loop_reads is None:
             with self.database.engine.connect() as conn:
                 head = conn.execute(_HEAD, {"public_id": public_id}).first()
             decided, body = self._cached(head, public_id, key)
@@ -118,34 +98,21 @@ class JobReads:
                 return body
         return self._fresh(scope, public_id, key)
 
-    def _head_on_loop(self, engine: Engine, public_id: str) -> tuple[int, int, int] | None:
-        if self._loop_connection is None:
-            self._loop_connection = engine.raw_connection()
-        cursor = self._loop_connection.cursor()
-        try:
-            cursor.execute(self._head_sql, (public_id,))
-            row: tuple[int, int, int] | None = cursor.fetchone()
-            return row
-        finally:
-            cursor.close()
-
-    def _cached(self, head: tuple[int, int, int] | None, public_id: str, key: str
-                ) -> tuple[bool, bytes | None]:
-        """From the job's head (owner, revision, epoch): (True, the cached answer) when both
-        caches are current; (True, None) for the route to answer (no such job, or not the
-        caller's); (False, None) when it must be built."""
-        now = utcnow()
+    def _cached(self, head: Sequence[Any] | None, public_id: str,
+                key: str) -> tuple[bool, bytes | None]:
+        """From the job's head (owner, revision, epoch): (True, the cached answer) when the
+        caller's principal and the answer are current; (True, None) for the route to answer
+        (no such job, or not the caller's); (False, None) when it must be built."""
         if head is None:
             return True, None
         member_id, revision, epoch = head
+        principal = self.credentials.get(key, epoch)
         with self._lock:
-            credential = self._credentials.get(key)
             answer = self._answers.get(public_id)
-        if (credential is None or credential.epoch != epoch or now >= credential.until
-                or answer is None or answer.revision != revision):
+        if principal is None or answer is None or answer.revision != revision:
             return False, None
         try:
-            require(credential.principal, Right.jobs_read, member_id)
+            require(principal, Right.jobs_read, member_id)
         except DomainError:
             return True, None
         return True, answer.body
@@ -163,11 +130,8 @@ class JobReads:
             except DomainError:
                 return None  # the route answers it, as a problem
             conn.commit()  # a token's last use may have been stamped
-        until = now + PRINCIPAL_LIFETIME
-        if principal.expires_at is not None:
-            until = min(until, principal.expires_at)
+        self.credentials.put(key, principal, head[2], read_at=now)
         with self._lock:
-            self._credentials[key] = _Credential(principal, head[2], until)
             self._answers[public_id] = _Answer(revision, body)
         return body
 

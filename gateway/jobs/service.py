@@ -18,13 +18,15 @@ import contextlib
 import posixpath
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import func, select
+from cachetools import LRUCache
+from sqlalchemy import bindparam, func, inspect, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from consortium.audit import RequestContext, record
 from consortium.authz import Principal, Scope, require
@@ -52,6 +54,7 @@ from gateway.jobs.views import job_detail
 from quotas import service as quotas
 from quotas.errors import QuotaExceeded
 from quotas.rates import Amounts
+from schedulers.base import Staged
 from schedulers.config import PartitionConfig
 from schedulers.errors import (
     PathRefused,
@@ -64,6 +67,7 @@ from schedulers.models import Identity, JobSpec, Resources
 T = TypeVar("T")
 SYSTEM = "system"
 # Slurm's refusals that are limits of the account or QOS (a conflict with the current state)
+ROUTES_CACHED = 4096  # (project, cluster) pairs whose next submission is staged
 _LIMIT_REFUSAL = re.compile(r"(QOS|Assoc)\w*Limit|job submit limit|Job violates accounting")
 
 
@@ -99,19 +103,50 @@ def amounts_of(res: ResourcesIn) -> Amounts:
     return Amounts(gpus=res.gpus, cpus=res.cpus, mem_mb=res.mem_mb)
 
 
+def job_spec(request: JobCreate, public_id: str, cluster: str, account: str | None,
+             script: str) -> JobSpec:
+    """What the scheduler is sent for a job; its output files are named by the job's id."""
+    workdir, res = request.workdir, request.resources
+    return JobSpec(
+        marker=marker_for(cluster, public_id), name=request.name, script=script,
+        account=account, resources=Resources(**res.model_dump()),
+        environment=dict(request.environment), workdir=workdir,
+        stdout=posixpath.join(workdir, f"hpcgw-{public_id}.out"),
+        stderr=posixpath.join(workdir, f"hpcgw-{public_id}.err"),
+    )
+
+
+# Built once, with bind parameters: every submission runs them, and building a statement costs
+# more than running it.
+_PROJECT = select(Project, Member).join(Member, Member.id == Project.member_id)
+_PROJECT_BY_ID = _PROJECT.where(Project.id == bindparam("project_id"))
+_PROJECT_BY_SLUGS = _PROJECT.where(Member.slug == bindparam("member_slug"),
+                                   Project.slug == bindparam("project_slug"))
+# the member row locked by the same statement (see JobService._accept)
+_LOCKED = {query: query.with_for_update(of=Member, key_share=True)
+           for query in (_PROJECT_BY_ID, _PROJECT_BY_SLUGS)}
+_ACCOUNT = (select(ClusterIdentity).where(ClusterIdentity.member_id == bindparam("member_id"),
+                                          ClusterIdentity.cluster == bindparam("cluster")))
+_REVISION = select(Job.revision).where(Job.id == bindparam("job_id"))
+_REVISION_LOCKED = _REVISION.with_for_update()
+_ACCOUNT_AND_ACTIVE_JOBS = _ACCOUNT.add_columns(
+    select(func.count()).select_from(Job)
+    .where(Job.member_id == bindparam("member_id"), Job.state.in_(list(ACTIVE_STATES)))
+    .scalar_subquery())
+
+
 def resolve_project(session: Session, principal: Principal, ref: int | str, *,
                     lock_member: bool = False) -> tuple[Project, Member]:
     """The project named by id or `member/project` and its member, if the principal may see
     the member; with `lock_member`, the member row locked by the same statement."""
-    query = select(Project, Member).join(Member, Member.id == Project.member_id)
+    params: dict[str, int | str]
     if isinstance(ref, int):
-        query = query.where(Project.id == ref)
+        query, params = _PROJECT_BY_ID, {"project_id": ref}
     else:
         member_slug, _, project_slug = ref.partition("/")
-        query = query.where(Member.slug == member_slug, Project.slug == project_slug)
-    if lock_member:
-        query = query.with_for_update(of=Member, key_share=True)
-    found = session.execute(query).first()
+        query, params = _PROJECT_BY_SLUGS, {"member_slug": member_slug,
+                                            "project_slug": project_slug}
+    found = session.execute(_LOCKED[query] if lock_member else query, params).first()
     if found is None:
         raise NotFound(f"no project {ref}")
     project, member = found
@@ -128,8 +163,7 @@ def _missing_account(cluster: str) -> Conflict:
 
 
 def cluster_account(session: Session, member_id: int, cluster: str) -> ClusterIdentity:
-    account = session.scalars(select(ClusterIdentity).where(
-        ClusterIdentity.member_id == member_id, ClusterIdentity.cluster == cluster)).first()
+    account = session.scalars(_ACCOUNT, {"member_id": member_id, "cluster": cluster}).first()
     if account is None:
         raise _missing_account(cluster)
     return account
@@ -139,11 +173,8 @@ def account_and_active_jobs(session: Session, member_id: int,
                             cluster: str) -> tuple[ClusterIdentity, int]:
     """The member's account on the cluster and its jobs not yet ended, in one statement (read
     under the member's lock, so the count is that of the committed submissions)."""
-    active = (select(func.count()).select_from(Job)
-              .where(Job.member_id == member_id, Job.state.in_(list(ACTIVE_STATES)))
-              .scalar_subquery())
-    found = session.execute(select(ClusterIdentity, active).where(
-        ClusterIdentity.member_id == member_id, ClusterIdentity.cluster == cluster)).first()
+    found = session.execute(_ACCOUNT_AND_ACTIVE_JOBS,
+                            {"member_id": member_id, "cluster": cluster}).first()
     if found is None:
         raise _missing_account(cluster)
     account, count = found
@@ -154,9 +185,36 @@ def account_and_active_jobs(session: Session, member_id: int,
 class Accepted:
     job_id: int
     public_id: str
+    member_id: int
     cluster: Cluster
     identity: Identity
     spec: JobSpec
+    # the job and its events as the accepting transaction committed them, and the revision
+    # the triggers left: the answer is built from them when nothing changed the job since
+    job: Job
+    events: tuple[JobEvent, ...]
+    revision: int
+
+
+def _loaded_as_inserted(job: Job, revision: int) -> None:
+    """Tell the ORM what the job's row holds after its INSERT, so that the detached job answers
+    without being read again: the columns left out are NULL (those without a server default)
+    and the revision is what the triggers made of it."""
+    columns = Job.__table__.c
+    for name in inspect(job).unloaded:
+        if name == "revision":
+            set_committed_value(job, name, revision)
+        elif name in columns and columns[name].server_default is None:
+            set_committed_value(job, name, None)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where a project's jobs went on a cluster at its last accepted submission."""
+
+    member_id: int
+    identity: Identity
+    account: str | None
 
 
 @dataclass(frozen=True)
@@ -179,6 +237,9 @@ class JobService:
         self.database = database
         self.clusters = clusters
         self.settings = settings
+        # (project, cluster) as requested -> its route, to stage the next submission's sbatch
+        # while its job is accepted (only a hint: the accepted job is compared with it)
+        self._routes: LRUCache[tuple[int | str, str | None], _Route] = LRUCache(ROUTES_CACHED)
 
     async def _db(self, fn: Callable[[Session], T], *, write: bool = True) -> T:
         """`fn` in a transaction of its own, in a worker thread (never on the event loop)."""
@@ -195,17 +256,57 @@ class JobService:
 
     async def submit(self, principal: Principal, request: JobCreate, context: RequestContext,
                      *, idempotency_record: int | None = None) -> Submission:
+        public_id = new_public_id()
+        staged = self._stage(principal, request, public_id)
+        try:
+            return await self._submit(principal, request, context, public_id=public_id,
+                                      staged=staged, idempotency_record=idempotency_record)
+        finally:
+            if staged is not None:
+                staged.discard()
+
+    def _stage(self, principal: Principal, request: JobCreate, public_id: str) -> Staged | None:
+        """The submission staged on the cluster, as the project's last accepted job went
+        there, if the caller may submit for its member: it starts while the job is accepted
+        and is discarded unless the accepted job is the same (a member whose account changed
+        meanwhile is submitted as usual)."""
+        route = self._routes.get((request.project, request.cluster))
+        if route is None:
+            return None
+        try:
+            cluster = self.clusters.get(request.cluster)
+            require(principal, Scope.jobs_write, route.member_id)
+        except DomainError:
+            return None
+        partition = cluster.config.partition(request.resources.partition)
+        if partition is None or partition_errors(partition, request.resources):
+            return None
+        # the script is sent after acceptance (a template's is rendered then)
+        spec = job_spec(request, public_id, cluster.name, route.account,
+                        script=request.script or "#!/bin/sh")
+        try:
+            return cluster.scheduler.stage(route.identity, spec)
+        except SchedulerError:
+            return None  # the transport is closing: the submission says so
+
+    async def _submit(self, principal: Principal, request: JobCreate, context: RequestContext,
+                      *, public_id: str, staged: Staged | None,
+                      idempotency_record: int | None) -> Submission:
         try:
             accepted = await self._db(lambda s: self._accept(
-                s, principal, request, context, idempotency_record, submitting=True))
+                s, principal, request, context, idempotency_record, public_id=public_id,
+                submitting=True))
         except (PermissionDenied, QuotaExceeded, TooManyActiveJobs) as exc:
             refusal = exc
             await self._db(lambda s: self._audit_refusal(s, principal, request, context, refusal))
             raise
+        self._routes[(request.project, request.cluster)] = _Route(
+            accepted.member_id, accepted.identity, accepted.spec.account)
         job_id = accepted.job_id
         scheduler = accepted.cluster.scheduler
         try:
-            submitted = await scheduler.submit(accepted.identity, accepted.spec)
+            submitted = await (staged or Staged(scheduler)).submit(accepted.identity,
+                                                                   accepted.spec)
         except SchedulerError as exc:
             return await self._not_submitted(accepted, exc, context, idempotency_record)
         except BaseException:
@@ -216,11 +317,15 @@ class JobService:
             raise
 
         def store(session: Session) -> tuple[bool, bool, JobDetail | None]:
-            job = self._locked(session, job_id)
-            stored, cancel_wanted = self._submitted(session, job, submitted.scheduler_id)
+            job, events = self._as_accepted(session, accepted)
+            stored, cancel_wanted, event = self._submitted(session, job, submitted.scheduler_id)
             if cancel_wanted:  # the answer comes once the cancel is sent
                 return stored, cancel_wanted, None
-            return stored, cancel_wanted, self._answer(session, job, 201, idempotency_record)
+            if events is not None and event is not None:
+                session.flush()  # the new event's id
+                events.append(event)
+            return stored, cancel_wanted, self._answer(session, job, 201, idempotency_record,
+                                                       events=events)
         stored, cancel_wanted, detail = await self._db(store)
         if not stored:
             # the tracker gave the job up meanwhile (it should not: its grace outlasts any
@@ -236,11 +341,14 @@ class JobService:
         return Submission(201, detail)
 
     @staticmethod
-    def _answer(session: Session, job: Job, status: int,
-                idempotency_record: int | None) -> JobDetail:
-        """The job as the response shows it (as this transaction left it), stored as the
-        response to the request's Idempotency-Key (if any) with the outcome it shows."""
-        detail = job_detail(job, repository.events_of(session, job.id))
+    def _answer(session: Session, job: Job, status: int, idempotency_record: int | None, *,
+                events: Sequence[JobEvent] | None = None) -> JobDetail:
+        """The job as the response shows it (as this transaction left it; its events read
+        unless known), stored as the response to the request's Idempotency-Key (if any) with
+        the outcome it shows."""
+        if events is None:
+            events = repository.events_of(session, job.id)
+        detail = job_detail(job, events)
         if idempotency_record is not None:
             idempotency.complete(session, idempotency_record, status,
                                  detail.model_dump(mode="json"))
@@ -272,7 +380,7 @@ class JobService:
 
     def _accept(self, session: Session, principal: Principal, request: JobCreate,
                 context: RequestContext, idempotency_record: int | None, *,
-                submitting: bool = False) -> Accepted:
+                public_id: str | None = None, submitting: bool = False) -> Accepted:
         """The job `accepted` with its hold and audit event; `submitting` too when the caller
         sends it once this commits: from then on the script may be on its way, so a crash is
         settled by marker and a cancel asked meanwhile is sent once the cluster's id is
@@ -305,8 +413,7 @@ class JobService:
             raise TooManyActiveJobs(f"this member has {active} jobs not yet ended, its cap is "
                                     f"{cap}; wait for some to end or cancel some", cap=cap)
 
-        public_id = new_public_id()
-        workdir = request.workdir
+        public_id = public_id or new_public_id()
         res = request.resources
         template_id = template_version = None
         if request.template is not None:
@@ -325,43 +432,41 @@ class JobService:
             script = request.script or ""
         amounts = amounts_of(res)
         seconds = res.time_limit_minutes * 60
+        spec = job_spec(request, public_id, cluster.name, account.slurm_account, script)
         job = Job(
             public_id=public_id, member_id=member.id, project_id=project.id,
             user_id=principal.user_id, cluster=cluster.name, name=request.name,
-            state=JobState.accepted, marker=marker_for(cluster.name, public_id),
+            state=JobState.accepted, marker=spec.marker,
             partition=partition.name, resources=res.model_dump(), script=script,
             template_id=template_id, template_slug=request.template,
             template_version=template_version, parameters=request.parameters,
-            environment=dict(request.environment), workdir=workdir,
-            stdout_path=posixpath.join(workdir, f"hpcgw-{public_id}.out"),
-            stderr_path=posixpath.join(workdir, f"hpcgw-{public_id}.err"),
+            environment=spec.environment, workdir=spec.workdir,
+            stdout_path=spec.stdout, stderr_path=spec.stderr,
             billing=partition.billing.model_dump(),
             quote_msu=quotas.quote(partition.billing, amounts, seconds),
         )
         session.add(job)
+        # the job, its events, hold and audit written by one flush (ids are not needed before)
+        with session.no_autoflush:
+            events = [first_event(session, job)]
+            quotas.hold(session, quotas.JobRef(job_id=public_id, member_id=member.id,
+                                               project_id=project.id, user_id=principal.user_id,
+                                               cluster=cluster.name, partition=partition.name),
+                        partition.billing, amounts, seconds, actor=principal, new_job=True)
+            record(session, actor=principal, action="job.submit", target_type="job",
+                   target_id=public_id, member_id=member.id, context=context,
+                   details={"cluster": cluster.name, "partition": partition.name,
+                            "project_id": project.id, "quote_msu": job.quote_msu,
+                            "template": request.template, "template_version": template_version})
+            if submitting:
+                events.append(transition(session, job, JobState.submitting))
         session.flush()
-        first_event(session, job)
-        quotas.hold(session, quotas.JobRef(job_id=public_id, member_id=member.id,
-                                           project_id=project.id, user_id=principal.user_id,
-                                           cluster=cluster.name, partition=partition.name),
-                    partition.billing, amounts, seconds, actor=principal, new_job=True)
-        record(session, actor=principal, action="job.submit", target_type="job",
-               target_id=public_id, member_id=member.id, context=context,
-               details={"cluster": cluster.name, "partition": partition.name,
-                        "project_id": project.id, "quote_msu": job.quote_msu,
-                        "template": request.template, "template_version": template_version})
         if idempotency_record is not None:
             idempotency.attach_job(session, idempotency_record, job.id)
-        if submitting:
-            transition(session, job, JobState.submitting)
-        spec = JobSpec(
-            marker=job.marker, name=request.name, script=script,
-            account=account.slurm_account,
-            resources=Resources(**res.model_dump()),
-            environment=dict(request.environment), workdir=workdir,
-            stdout=job.stdout_path, stderr=job.stderr_path,
-        )
-        return Accepted(job.id, public_id, cluster, identity_for(cluster.config, account), spec)
+        revision = session.scalars(_REVISION, {"job_id": job.id}).one()
+        _loaded_as_inserted(job, revision)
+        return Accepted(job.id, public_id, member.id, cluster,
+                        identity_for(cluster.config, account), spec, job, tuple(events), revision)
 
     def _audit_refusal(self, session: Session, principal: Principal, request: JobCreate,
                        context: RequestContext, exc: DomainError) -> None:
@@ -376,18 +481,31 @@ class JobService:
     def _locked(session: Session, job_id: int) -> Job:
         return session.get_one(Job, job_id, with_for_update=True, populate_existing=True)
 
+    def _as_accepted(self, session: Session, accepted: Accepted
+                     ) -> tuple[Job, list[JobEvent] | None]:
+        """The job, its row locked, and its events: taken from the accepting transaction when
+        the row's revision shows that nothing changed the job or added an event since (no
+        reading again); otherwise read again, events unknown."""
+        revision = session.scalars(_REVISION_LOCKED, {"job_id": accepted.job_id}).one()
+        if revision != accepted.revision:
+            return self._locked(session, accepted.job_id), None
+        return session.merge(accepted.job, load=False), list(accepted.events)
+
     @staticmethod
-    def _submitted(session: Session, job: Job, scheduler_id: str) -> tuple[bool, bool]:
-        """Store the cluster's id on the (locked) job: (stored, a cancel was asked meanwhile)."""
+    def _submitted(session: Session, job: Job, scheduler_id: str
+                   ) -> tuple[bool, bool, JobEvent | None]:
+        """Store the cluster's id on the (locked) job: (stored, a cancel was asked meanwhile,
+        the event of that change)."""
         if job.scheduler_id == scheduler_id:
-            return True, False  # the tracker found it by its marker first
+            return True, False, None  # the tracker found it by its marker first
         if job.state not in (JobState.submitting, JobState.unknown):
-            return False, False
+            return False, False, None
         now = utcnow()
         job.scheduler_id = scheduler_id
         job.submitted_at = now
-        transition(session, job, JobState.pending, at=now, detail=f"slurm id {scheduler_id}")
-        return True, job.cancel_requested_at is not None
+        event = transition(session, job, JobState.pending, at=now,
+                           detail=f"slurm id {scheduler_id}")
+        return True, job.cancel_requested_at is not None, event
 
     def _submit_failed(self, session: Session, job_id: int, message: str,
                        context: RequestContext) -> None:

@@ -1,6 +1,10 @@
 """The one way a job changes state: an event row in the same transaction, and the listeners
 (webhooks, metrics) told inside that transaction, so what they record lands with the change
-or not at all (a transactional outbox, not a fire-and-forget call)."""
+or not at all (a transactional outbox, not a fire-and-forget call).
+
+Nothing here flushes: the event is written with the transaction's next flush, together with
+whatever else it holds (a flush per event was a third of a submission's database time). A
+listener that needs the event's id flushes for itself."""
 
 from __future__ import annotations
 
@@ -28,17 +32,21 @@ def remove_listener(listener: Listener) -> None:
         _listeners.remove(listener)
 
 
+def _event(job: Job, **fields: object) -> JobEvent:
+    # a job not flushed yet has no id: its events follow it by the relationship
+    return JobEvent(job=job, **fields) if job.id is None else JobEvent(job_id=job.id, **fields)
+
+
 def transition(session: Session, job: Job, to_state: JobState, *, detail: str | None = None,
                at: datetime | None = None) -> JobEvent:
     """Move `job` to `to_state` and record it. An ended job never changes again."""
     if job.state.terminal:
         raise ValueError(f"job {job.public_id} has ended ({job.state}); it cannot become "
                          f"{to_state}")
-    event = JobEvent(job_id=job.id, at=at or utcnow(), from_state=job.state, to_state=to_state,
-                     detail=detail)
+    event = _event(job, at=at or utcnow(), from_state=job.state, to_state=to_state,
+                   detail=detail)
     job.state = to_state
     session.add(event)
-    session.flush()
     for listener in list(_listeners):
         listener(session, job, event)
     return event
@@ -46,9 +54,9 @@ def transition(session: Session, job: Job, to_state: JobState, *, detail: str | 
 
 def first_event(session: Session, job: Job, *, at: datetime | None = None) -> JobEvent:
     """The event of a job's creation (no previous state)."""
-    event = JobEvent(job_id=job.id, at=at or job.created_at, from_state=None, to_state=job.state)
+    event = _event(job, at=at or job.created_at, from_state=None, to_state=job.state,
+                   detail=None)
     session.add(event)
-    session.flush()
     for listener in list(_listeners):
         listener(session, job, event)
     return event

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from consortium import audit
@@ -149,6 +149,9 @@ def _wants(subscription: WebhookSubscription, event: WebhookEvent) -> bool:
 
 # session.info key: the job-event subscriptions per project, read once per transaction
 _SUBSCRIBERS = "webhooks.job_subscribers"
+_PROJECT_SUBSCRIPTIONS = (select(WebhookSubscription)
+                          .where(WebhookSubscription.project_id == bindparam("project_id"))
+                          .order_by(WebhookSubscription.id))
 
 
 def _job_subscribers(session: Session, project_id: int) -> list[WebhookSubscription]:
@@ -162,9 +165,7 @@ def _job_subscribers(session: Session, project_id: int) -> list[WebhookSubscript
     by_project: dict[int, list[WebhookSubscription]] = cached[1]
     if project_id not in by_project:
         by_project[project_id] = [
-            s for s in session.scalars(select(WebhookSubscription)
-                                       .where(WebhookSubscription.project_id == project_id)
-                                       .order_by(WebhookSubscription.id))
+            s for s in session.scalars(_PROJECT_SUBSCRIPTIONS, {"project_id": project_id})
             if _wants(s, WebhookEvent.job_state_changed)]
     return by_project[project_id]
 
@@ -175,6 +176,7 @@ def enqueue_job_event(session: Session, job: Job, event: JobEvent) -> None:
                      if s.job_states is None or event.to_state.value in s.job_states]
     if not subscriptions:
         return
+    session.flush()  # the event's id
     member = session.get_one(Member, job.member_id)
     project = session.get_one(Project, job.project_id)
     data = {

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from schedulers.base import Scheduler
+from schedulers.base import Scheduler, Staged
 from schedulers.config import ClusterConfig
 from schedulers.errors import PathRefused, SchedulerError, SchedulerRejected
 from schedulers.models import (
@@ -33,7 +33,7 @@ from schedulers.slurm_ssh.commands import (
     SqueueMarker,
 )
 from schedulers.slurm_ssh.paths import confine
-from schedulers.slurm_ssh.transport import Result, SshTransport
+from schedulers.slurm_ssh.transport import Result, SshTransport, StartedCommand
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
@@ -83,6 +83,19 @@ class SlurmSshScheduler(Scheduler):
     async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:
         sbatch = Sbatch(spec, identity.work_root)
         return await self.execute(identity, sbatch, stdin=sbatch.stdin(), dirs=sbatch.dirs())
+
+    def stage(self, identity: Identity, spec: JobSpec) -> Staged:
+        """`sbatch` started, waiting for its script on stdin, while the job is committed: its
+        connection, channel, sshd's session and sbatch's start cost the submission nothing
+        then. sbatch reads the whole script before it contacts the controller and refuses an
+        empty one ("Batch script is empty!"): until the script is sent nothing is submitted."""
+        try:
+            sbatch = Sbatch(spec, identity.work_root)
+            argv, dirs = sbatch.argv(), sbatch.dirs()
+        except SchedulerError:
+            return Staged(self)  # refused again, after the commit, by submit
+        return _StagedSbatch(self, identity, argv, dirs,
+                             self.transport.start(identity, argv, dirs=dirs))
 
     async def states(self, scheduler_ids: Sequence[str]) -> dict[str, JobStatus]:
         ids = _job_ids(scheduler_ids)
@@ -139,3 +152,29 @@ class SlurmSshScheduler(Scheduler):
         if full == confine(identity.work_root, ""):
             raise PathRefused("a file path is needed, not the work directory")
         return full
+
+
+class _StagedSbatch(Staged):
+    def __init__(self, scheduler: SlurmSshScheduler, identity: Identity, argv: list[str],
+                 dirs: list[str], started: StartedCommand) -> None:
+        super().__init__(scheduler)
+        self._identity = identity
+        self._argv = argv
+        self._dirs = dirs
+        self._started = started
+
+    async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:
+        sbatch = Sbatch(spec, identity.work_root)
+        if (identity, sbatch.argv(), sbatch.dirs()) != (self._identity, self._argv, self._dirs):
+            self.discard()  # the committed job differs from what was staged
+            return await self.scheduler.submit(identity, spec)
+        try:
+            return sbatch.parse(await self._started.finish(sbatch.stdin()))
+        except SchedulerError as exc:
+            exc.cluster = exc.cluster or self.scheduler.name
+            raise
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        self._started.abandon()

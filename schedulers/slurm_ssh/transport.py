@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
@@ -106,6 +106,18 @@ class _Connection:
 
     def usable(self) -> bool:
         return not self.broken and self.transport.is_active()
+
+
+@dataclass(eq=False)
+class _Started:
+    pool: _Pool
+    conn: _Connection
+    chan: paramiko.Channel
+
+    def close(self) -> None:
+        """Close the channel unread: the command's stdin ends with nothing sent."""
+        self.chan.close()
+        self.pool.release(self.conn)
 
 
 class _Pool:
@@ -283,6 +295,18 @@ class SshTransport:
         return await self._call(self._run, identity, line, stdin,
                                 timeout or self.config.command_timeout)
 
+    def start(self, identity: Identity, argv: Sequence[str], *,
+              dirs: Sequence[str] = ()) -> StartedCommand:
+        """Start one remote command that reads its stdin, without waiting for it: the channel
+        opens and the command starts in a worker thread while the caller goes on. Nothing
+        reaches the command's stdin until `StartedCommand.finish`; `abandon` (or this
+        process dying) closes it with its stdin empty."""
+        if self._closed:
+            raise SchedulerUnavailable("transport closed", cluster=self.config.name)
+        line = command_line(argv, dirs=dirs)
+        deadline = time.monotonic() + self.config.command_timeout
+        return StartedCommand(self, self._executor.submit(self._start, identity, line, deadline))
+
     async def read_range(self, identity: Identity, root: str, path: str, offset: int,
                          limit: int, *, whole: bool = False,
                          timeout: float | None = None,  # noqa: ASYNC109
@@ -356,19 +380,35 @@ class SshTransport:
     def _run(self, identity: Identity, line: str, stdin: bytes | None,
              timeout: float) -> Result:
         deadline = time.monotonic() + timeout
+        if stdin is None:
+            line = f"exec </dev/null; {line}"  # the command reads nothing: no EOF to send
+        return self._finish(self._start(identity, line, deadline), stdin, deadline)
+
+    def _start(self, identity: Identity, line: str, deadline: float) -> _Started:
+        """A channel opened and `line` started on it, its stdin still open."""
         pool = self._pool(identity)
         conn, chan = self._opened(
             identity, deadline,
             lambda t: t.open_session(timeout=max(0.1, deadline - time.monotonic())))
-        broken = False
         try:
             with self._count_lock:
                 self._commands += 1
-            if stdin is None:
-                # the command reads nothing: no EOF to send (see _send_stdin)
-                chan.exec_command(f"exec </dev/null; {line}")
-            else:
-                chan.exec_command(line)
+            chan.exec_command(line)
+        except BaseException as exc:
+            chan.close()
+            pool.release(conn, broken=not conn.transport.is_active())
+            if isinstance(exc, _NETWORK_ERRORS):
+                raise SchedulerUnavailable(f"SSH connection lost while starting a command: {exc}",
+                                           cluster=self.config.name, maybe_executed=True) from exc
+            raise
+        return _Started(pool, conn, chan)
+
+    def _finish(self, started: _Started, stdin: bytes | None, deadline: float) -> Result:
+        """Send the started command its stdin (and EOF), collect its output, free the channel."""
+        conn, chan = started.conn, started.chan
+        broken = False
+        try:
+            if stdin is not None:
                 self._send_stdin(chan, stdin)
             result = self._collect(chan, deadline)
             if result.status == -1 and not conn.transport.is_active():
@@ -382,7 +422,7 @@ class SshTransport:
                                        cluster=self.config.name, maybe_executed=True) from exc
         finally:
             chan.close()
-            pool.release(conn, broken=broken)
+            started.pool.release(conn, broken=broken)
 
     @staticmethod
     def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
@@ -457,6 +497,52 @@ class SshTransport:
         finally:
             sftp.close()
             pool.release(conn, broken=broken)
+
+
+class StartedCommand:
+    """A command of `SshTransport.start`: finished once with its stdin, or abandoned. Such a
+    command acts on its input only (sbatch): one that never got it did nothing, and its errors
+    say so (`maybe_executed` False)."""
+
+    def __init__(self, transport: SshTransport, started: Future[_Started]) -> None:
+        self._transport = transport
+        self._started = started
+        self._lock = threading.Lock()
+        self._taken = False
+
+    async def finish(self, stdin: bytes, *,
+                     timeout: float | None = None,  # noqa: ASYNC109 - see SshTransport.run
+                     ) -> Result:
+        """Send `stdin` and EOF, and collect the command's result."""
+        try:
+            started = await asyncio.wrap_future(self._started)
+        except SchedulerError as exc:
+            exc.maybe_executed = False  # its stdin was never sent: it cannot have acted on it
+            raise
+        with self._lock:
+            if self._taken:
+                raise RuntimeError("this command was finished or abandoned already")
+            self._taken = True
+        if not started.conn.transport.is_active():
+            started.close()  # lost while it waited for its input: none was sent
+            raise SchedulerUnavailable("SSH connection lost before the command's input was sent",
+                                       cluster=self._transport.config.name)
+        deadline = time.monotonic() + (timeout or self._transport.config.command_timeout)
+        return await self._transport._call(self._transport._finish, started, stdin, deadline)
+
+    def abandon(self) -> None:
+        """Close the command with its stdin empty, now or once it has started; idempotent and
+        harmless after finish."""
+        with self._lock:
+            if self._taken:
+                return
+            self._taken = True
+        self._started.add_done_callback(_close_started)
+
+
+def _close_started(future: Future[_Started]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _inside(root: str, real: str) -> bool:

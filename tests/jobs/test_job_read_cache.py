@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, text, update
 
 from consortium.base import utcnow
 from consortium.models import AuthEpoch, Membership, Role, User
-from gateway.api import job_reads
+from gateway.api import deps, job_reads
 from gateway.db import Database
 from gateway.jobs.models import Job, JobEvent, JobState
 from gateway.jobs.transitions import transition
@@ -148,7 +148,7 @@ def test_a_cached_caller_is_authenticated_again_after_its_lifetime_or_its_tokens
     assert builds == [job]
 
     later = utcnow() + timedelta(seconds=31)  # past the token's expiry, within the lifetime
-    monkeypatch.setattr(job_reads, "utcnow", lambda: later)
+    monkeypatch.setattr("gateway.auth.credentials.utcnow", lambda: later)
     monkeypatch.setattr("gateway.auth.principal.utcnow", lambda: later)
     refused = client.get(f"/api/v1/jobs/{job}", headers=headers)
     assert refused.status_code == 401
@@ -203,3 +203,48 @@ def test_the_triggers_bump_a_jobs_revision_on_any_update_and_on_its_events(
         session.add(JobEvent(job_id=job_id, at=utcnow(), from_state=None,
                              to_state=JobState.pending))
     assert revision() == start + 2
+
+
+@pytest.fixture
+def authentications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The full authentications of the routes on a detached principal (a principal taken from
+    gateway.auth.credentials is not one)."""
+    done: list[str] = []
+    real = deps.authenticate
+
+    def counted(request: Any, session: Any, settings: Any) -> Any:
+        done.append(request.url.path)
+        return real(request, session, settings)
+
+    monkeypatch.setattr(deps, "authenticate", counted)
+    return done
+
+
+def test_a_submitter_is_authenticated_once_then_kept_while_nothing_changes(
+    committed: tuple[World, TestClient], as_: Headers, authentications: list[str],
+) -> None:
+    world, client = committed
+    headers = as_(world.researcher)
+    for _ in range(3):
+        answer = submit(client, headers, world.project)
+        assert answer.status_code == 201, answer.text
+    assert authentications == ["/api/v1/jobs"]
+
+
+@pytest.mark.parametrize(("change", "status"), [(_demote, 403), (_remove, 404), (_disable, 401)])
+def test_a_change_to_a_kept_submitters_rights_is_seen_by_its_next_submission(
+    *, committed: tuple[World, TestClient], fresh_database: Database, as_: Headers,
+    authentications: list[str], change: Callable[[Any, World], None], status: int,
+) -> None:
+    world, client = committed
+    headers = as_(world.researcher)
+    for _ in range(2):
+        assert submit(client, headers, world.project).status_code == 201
+    assert len(authentications) == 1
+
+    with fresh_database.transaction() as session:
+        change(session, world)
+
+    refused = submit(client, headers, world.project)
+    assert refused.status_code == status, refused.text
+    assert len(authentications) == 2

@@ -358,5 +358,5 @@ def test_an_id_the_tracker_already_stored_is_kept(
     service = client.app.state.jobs  # type: ignore[attr-defined]
     with database.transaction() as tx:
         job = tx.scalars(select(Job).where(Job.public_id == public_id)).one()
-        assert service._submitted(tx, job, fake.only().id) == (True, False)
+        assert service._submitted(tx, job, fake.only().id) == (True, False, None)
     assert fake.cancelled == []

@@ -318,6 +318,8 @@ def test_state_changes_are_published_to_listeners_inside_the_transaction(
     published: list[tuple[str, str | None, str]] = []
 
     def listener(tx: Session, job: Job, event: JobEvent) -> None:
+        assert event in tx  # written with the transaction's next flush
+        tx.flush()
         assert event.id is not None and tx.get(JobEvent, event.id) is event
         published.append((job.public_id, event.from_state, event.to_state))
 

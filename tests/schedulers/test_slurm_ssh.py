@@ -261,3 +261,88 @@ async def test_registry_builds_the_backend_and_checks_the_cluster(testcluster: C
     health = await check_cluster(testcluster.config())
 
     assert health.ok and "UP" in health.detail and health.cluster == testcluster["CLUSTER"]
+
+
+async def _pool_channels_in_use(scheduler: SlurmSshScheduler) -> int:
+    pools = list(scheduler.transport._pools.values())
+    return sum(c.in_use for p in pools for c in p._conns)
+
+
+async def test_a_staged_sbatch_submits_once_its_script_is_sent(
+        scheduler: SlurmSshScheduler, testcluster: Cluster) -> None:
+    alpha = testcluster.identity("ALPHA")
+    spec = _spec("echo staged", testcluster.partition)
+
+    before = scheduler.transport.commands_run
+    staged = scheduler.stage(alpha, spec)
+    await asyncio.sleep(0.5)  # sbatch has started and waits for its script: nothing submitted
+    assert scheduler.transport.commands_run - before == 1
+    assert await scheduler.find_by_marker(alpha, spec.marker) is None
+    before = scheduler.transport.commands_run
+    job_id = (await staged.submit(alpha, spec)).scheduler_id
+    staged.discard()  # harmless after submit
+    assert scheduler.transport.commands_run == before  # the staged command, no second one
+
+    found = await scheduler.find_by_marker(alpha, spec.marker)
+    assert found is not None and found.scheduler_id == job_id
+    assert await _ended(scheduler, job_id) == JobState.completed
+    out = (await scheduler.read_output(alpha, spec.stdout, 0, 100)).data
+    assert out == b"staged\n"
+    assert await _pool_channels_in_use(scheduler) == 0
+
+
+async def test_a_discarded_staged_sbatch_submits_nothing_and_frees_its_channel(
+        scheduler: SlurmSshScheduler, testcluster: Cluster) -> None:
+    alpha = testcluster.identity("ALPHA")
+    spec = _spec("echo never", testcluster.partition)
+    staged = scheduler.stage(alpha, spec)
+    staged.discard()  # at once: closed once it has started
+    later = scheduler.stage(alpha, _spec("echo never", testcluster.partition))
+    await asyncio.sleep(0.5)
+    later.discard()  # after it has started
+
+    await asyncio.sleep(1)
+    assert await scheduler.find_by_marker(alpha, spec.marker) is None
+    assert await _pool_channels_in_use(scheduler) == 0
+
+
+async def test_a_staged_sbatch_unlike_the_committed_job_is_discarded_for_a_plain_submit(
+        scheduler: SlurmSshScheduler, testcluster: Cluster) -> None:
+    alpha = testcluster.identity("ALPHA")
+    staged_spec = _spec("echo staged", testcluster.partition)
+    committed = staged_spec.model_copy(update={"name": "renamed-meanwhile"})
+
+    job_id = (await scheduler.stage(alpha, staged_spec).submit(alpha, committed)).scheduler_id
+
+    found = await scheduler.find_by_marker(alpha, committed.marker)
+    assert found is not None and found.scheduler_id == job_id
+    assert await _ended(scheduler, job_id) == JobState.completed
+    # the staged sbatch got no script: it submitted nothing (one job of the marker, ever),
+    # and the job is the committed one
+    listed = await scheduler.transport.run(
+        alpha, ["squeue", "--noheader", "--states=all", f"--user={alpha.unix_user}",
+                "--format=%k|%j"])
+    assert [line for line in listed.out.splitlines() if line.startswith(committed.marker)] == [
+        f"{committed.marker}|hpcgw-renamed-meanwhile"]
+    assert await _pool_channels_in_use(scheduler) == 0
+
+
+async def test_a_staged_sbatch_on_a_cluster_that_cannot_be_reached_reports_nothing_sent(
+        testcluster: Cluster) -> None:
+    config = testcluster.config().model_copy(update={"port": _closed_port(),
+                                                     "connect_timeout": 2.0})
+    scheduler = SlurmSshScheduler(config)
+    try:
+        spec = _spec("true", testcluster.partition)
+        staged = scheduler.stage(testcluster.identity("ALPHA"), spec)
+        with pytest.raises(SchedulerUnavailable) as refused:
+            await staged.submit(testcluster.identity("ALPHA"), spec)
+        assert refused.value.maybe_executed is False
+    finally:
+        await scheduler.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
