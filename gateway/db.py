@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ClauseElement, Engine, PoolProxiedConnection, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import QueuePool, SingletonThreadPool
+from sqlalchemy.pool import QueuePool
 
 # Execution option on the writers' engine: on SQLite their transactions start with
 # BEGIN IMMEDIATE, so two writers queue on busy_timeout instead of one failing with
@@ -90,44 +90,3 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
-
-class LoopReads:
-    """Small reads answered on the event loop itself, SQLite only: no thread hop, a connection
-    of their own (waiting for a busy pool would stall the loop), statements compiled once and
-    run through the driver. For indexed reads of a few integers, which take microseconds."""
-
-    def __init__(self, database: Database) -> None:
-        self._dialect = database.engine.dialect
-        self._engine = (make_engine(database.url, poolclass=SingletonThreadPool)
-                        if database.dialect == "sqlite" else None)
-        self._connection: PoolProxiedConnection | None = None
-        self._compiled: dict[ClauseElement, str] = {}
-
-    @property
-    def enabled(self) -> bool:
-        return self._engine is not None
-
-    def first(self, statement: ClauseElement,
-              parameters: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        """The statement's first row; its parameters positional, in the statement's order."""
-        if self._engine is None:
-            raise RuntimeError("reads on the event loop are for SQLite only")
-        sql = self._compiled.get(statement)
-        if sql is None:
-            sql = self._compiled[statement] = str(statement.compile(dialect=self._dialect))
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(sql, parameters)
-            row: tuple[Any, ...] | None = cursor.fetchone()
-            return row
-        finally:
-            cursor.close()
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-        if self._engine is not None:
-            self._engine.dispose()

@@ -27,10 +27,11 @@ from gateway.api.routes import (
 )
 from gateway.auth.credentials import Credentials
 from gateway.auth.oidc import OidcVerifier
-from gateway.db import Database, LoopReads
+from gateway.db import Database
 from gateway.jobs.clusters import Clusters
 from gateway.jobs.runtime import build_schedulers, close_schedulers, jobs_runtime
 from gateway.jobs.service import JobService
+from gateway.loop_reads import LoopReads
 from gateway.settings import Settings
 from gateway.ui import routes as ui
 from gateway.webhooks.delivery import webhooks_runtime

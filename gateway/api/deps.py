@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
@@ -20,8 +21,9 @@ from consortium.base import utcnow
 from consortium.tokens import token_hash
 from gateway.auth.credentials import EPOCH, Credentials
 from gateway.auth.principal import authenticate, bearer_token
-from gateway.db import Database, LoopReads
+from gateway.db import Database
 from gateway.jobs.service import JobService
+from gateway.loop_reads import LoopReadFailed, LoopReads
 from gateway.settings import Settings
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -165,16 +167,17 @@ async def get_principal_detached(
     """For async routes that wait on a cluster: authenticated in a short transaction of its own,
     in a worker thread, so that no connection or lock is held while the route awaits. A caller
     whose principal is kept (gateway.auth.credentials) and current costs one read of the auth
-    epoch: on the event loop on SQLite, in that transaction elsewhere."""
+    epoch, on the event loop."""
     credentials: Credentials = request.app.state.credentials
     loop_reads: LoopReads = request.app.state.loop_reads
     token = bearer_token(request.headers.get("authorization", ""))
     key = token_hash(token) if token else None
-    if key is not None and loop_reads.enabled:
-        row = loop_reads.first(EPOCH)
-        kept = credentials.get(key, row[0]) if row else None
-        if kept is not None:
-            return kept
+    if key is not None:
+        with contextlib.suppress(LoopReadFailed):
+            row = await loop_reads.first(EPOCH)
+            kept = credentials.get(key, row[0]) if row else None
+            if kept is not None:
+                return kept
 
     def run() -> Principal:
         now = utcnow()

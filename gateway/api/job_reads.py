@@ -12,6 +12,7 @@ error, so this path only ever sends a 200 the route would have sent.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Sequence
@@ -34,10 +35,11 @@ from consortium.models import AuthEpoch
 from gateway.api.deps import read_threads
 from gateway.auth.credentials import Credentials
 from gateway.auth.principal import authenticate, bearer_token
-from gateway.db import Database, LoopReads
+from gateway.db import Database
 from gateway.jobs import repository
 from gateway.jobs.models import Job
 from gateway.jobs.views import job_detail
+from gateway.loop_reads import LoopReadFailed, LoopReads
 from gateway.settings import Settings
 
 JOB_PATH = re.compile(r"^/api/v1/jobs/([0-9a-f]{12})$")
@@ -73,30 +75,20 @@ class JobReads:
         self.database = database
         self.settings = settings
         self.credentials = credentials
-        # SQLite answers the check in microseconds: on the event loop, no thread hop
-        self._loop_reads = loop_reads if loop_reads.enabled else None
+        self._loop_reads = loop_reads  # the check: on the event loop, no thread hop
         self._lock = threading.Lock()  # the cache is shared by the loop and worker threads
         self._answers: LRUCache[str, _Answer] = LRUCache(CACHE_BYTES, getsizeof=_size)
 
     async def body(self, scope: Scope, public_id: str, token: str) -> bytes | None:
         """The job's JSON, or None for the route to answer (a miss that failed, a refusal)."""
         key = tokens.token_hash(token)
-        if self._loop_reads is not None:
-            head = self._loop_reads.first(_HEAD, (public_id,))
+        with contextlib.suppress(LoopReadFailed):  # else read the usual way, below
+            head = await self._loop_reads.first(_HEAD, {"public_id": public_id})
             decided, body = self._cached(head, public_id, key)
             if decided:
                 return body
-        return await anyio.to_thread.run_sync(self._read, scope, public_id, key,
+        return await anyio.to_thread.run_sync(self._fresh, scope, public_id, key,
                                               limiter=read_threads())
-
-    def _read(self, scope: Scope, public_id: str, key: str) -> bytes | None:
-        if self._loop_reads is None:
-            with self.database.engine.connect() as conn:
-                head = conn.execute(_HEAD, {"public_id": public_id}).first()
-            decided, body = self._cached(head, public_id, key)
-            if decided:
-                return body
-        return self._fresh(scope, public_id, key)
 
     def _cached(self, head: Sequence[Any] | None, public_id: str,
                 key: str) -> tuple[bool, bytes | None]:

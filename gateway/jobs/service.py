@@ -51,6 +51,7 @@ from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
 from gateway.jobs.schemas import JobCreate, JobDetail, OutputOut, OutputStream, ResourcesIn
 from gateway.jobs.transitions import first_event, transition
 from gateway.jobs.views import job_detail
+from gateway.webhooks import service as webhooks
 from quotas import service as quotas
 from quotas.errors import QuotaExceeded
 from quotas.rates import Amounts
@@ -118,7 +119,8 @@ def job_spec(request: JobCreate, public_id: str, cluster: str, account: str | No
 
 # Built once, with bind parameters: every submission runs them, and building a statement costs
 # more than running it.
-_PROJECT = select(Project, Member).join(Member, Member.id == Project.member_id)
+_PROJECT = (select(Project, Member, webhooks.has_subscriptions(Project.id))
+            .join(Member, Member.id == Project.member_id))
 _PROJECT_BY_ID = _PROJECT.where(Project.id == bindparam("project_id"))
 _PROJECT_BY_SLUGS = _PROJECT.where(Member.slug == bindparam("member_slug"),
                                    Project.slug == bindparam("project_slug"))
@@ -128,7 +130,8 @@ _LOCKED = {query: query.with_for_update(of=Member, key_share=True)
 _ACCOUNT = (select(ClusterIdentity).where(ClusterIdentity.member_id == bindparam("member_id"),
                                           ClusterIdentity.cluster == bindparam("cluster")))
 _REVISION = select(Job.revision).where(Job.id == bindparam("job_id"))
-_REVISION_LOCKED = _REVISION.with_for_update()
+_REVISION_LOCKED = _REVISION.add_columns(
+    Job.project_id, webhooks.has_subscriptions(Job.project_id)).with_for_update(of=Job)
 _ACCOUNT_AND_ACTIVE_JOBS = _ACCOUNT.add_columns(
     select(func.count()).select_from(Job)
     .where(Job.member_id == bindparam("member_id"), Job.state.in_(list(ACTIVE_STATES)))
@@ -149,7 +152,9 @@ def resolve_project(session: Session, principal: Principal, ref: int | str, *,
     found = session.execute(_LOCKED[query] if lock_member else query, params).first()
     if found is None:
         raise NotFound(f"no project {ref}")
-    project, member = found
+    project, member, subscribed = found
+    if not subscribed:
+        webhooks.no_job_subscriptions(session, project.id)
     try:
         require(principal, Scope.jobs_write, project.member_id)
     except NotFound:
@@ -436,7 +441,7 @@ class JobService:
         job = Job(
             public_id=public_id, member_id=member.id, project_id=project.id,
             user_id=principal.user_id, cluster=cluster.name, name=request.name,
-            state=JobState.accepted, marker=spec.marker,
+            state=JobState.accepted, marker=spec.marker, created_at=utcnow(),
             partition=partition.name, resources=res.model_dump(), script=script,
             template_id=template_id, template_slug=request.template,
             template_version=template_version, parameters=request.parameters,
@@ -486,7 +491,10 @@ class JobService:
         """The job, its row locked, and its events: taken from the accepting transaction when
         the row's revision shows that nothing changed the job or added an event since (no
         reading again); otherwise read again, events unknown."""
-        revision = session.scalars(_REVISION_LOCKED, {"job_id": accepted.job_id}).one()
+        revision, project_id, subscribed = session.execute(
+            _REVISION_LOCKED, {"job_id": accepted.job_id}).one()
+        if not subscribed:
+            webhooks.no_job_subscriptions(session, project_id)
         if revision != accepted.revision:
             return self._locked(session, accepted.job_id), None
         return session.merge(accepted.job, load=False), list(accepted.events)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import ColumnExpressionArgument, Exists, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from consortium import audit
@@ -154,20 +154,37 @@ _PROJECT_SUBSCRIPTIONS = (select(WebhookSubscription)
                           .order_by(WebhookSubscription.id))
 
 
-def _job_subscribers(session: Session, project_id: int) -> list[WebhookSubscription]:
-    """The project's subscriptions to job state changes, read once per transaction (a submit
-    changes its job's state twice in one): a project without any costs one SELECT, not one
-    per change. `create` and `delete` drop what this transaction read."""
+def _read_this_transaction(session: Session) -> dict[int, list[WebhookSubscription]]:
     transaction = session.get_transaction()
     cached = session.info.get(_SUBSCRIBERS)
     if cached is None or cached[0] is not transaction:
         cached = session.info[_SUBSCRIBERS] = (transaction, {})
     by_project: dict[int, list[WebhookSubscription]] = cached[1]
+    return by_project
+
+
+def _job_subscribers(session: Session, project_id: int) -> list[WebhookSubscription]:
+    """The project's subscriptions to job state changes, read once per transaction (a submit
+    changes its job's state twice in one): a project without any costs one SELECT, not one
+    per change, and none when the transaction already knows (`no_job_subscriptions`).
+    `create` and `delete` drop what this transaction read."""
+    by_project = _read_this_transaction(session)
     if project_id not in by_project:
         by_project[project_id] = [
             s for s in session.scalars(_PROJECT_SUBSCRIPTIONS, {"project_id": project_id})
             if _wants(s, WebhookEvent.job_state_changed)]
     return by_project[project_id]
+
+
+def has_subscriptions(project_id: ColumnExpressionArgument[int]) -> Exists:
+    """Whether the project has webhook subscriptions, for a statement that reads the project
+    anyway: when it has none, `no_job_subscriptions` spares the lookup of its job events."""
+    return exists().where(WebhookSubscription.project_id == project_id)
+
+
+def no_job_subscriptions(session: Session, project_id: int) -> None:
+    """The project has no subscription, as this transaction read (`has_subscriptions`)."""
+    _read_this_transaction(session)[project_id] = []
 
 
 def enqueue_job_event(session: Session, job: Job, event: JobEvent) -> None:

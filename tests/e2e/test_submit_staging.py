@@ -56,7 +56,8 @@ def test_the_next_submission_is_staged_and_one_refused_after_staging_leaves_noth
 
     monkeypatch.setattr(scheduler, "stage", spy_stage)
     monkeypatch.setattr(scheduler, "submit", spy_submit)
-    body = script_job(world.alpha_project, "#!/bin/bash\necho staged\n")
+    # running long enough to count against the cap when the third one comes
+    body = script_job(world.alpha_project, "#!/bin/bash\necho staged\nsleep 6\n")
 
     first = gateway.post(JOBS, headers=alice, json=body)
     second = gateway.post(JOBS, headers=alice, json=body)
@@ -68,7 +69,10 @@ def test_the_next_submission_is_staged_and_one_refused_after_staging_leaves_noth
     for answer in (first, second):
         job = answer.json()
         assert job["state"] == "pending" and job["scheduler_id"]
-        assert [e["to_state"] for e in job["events"]] == ["accepted", "submitting", "pending"]
+        events = job["events"]
+        assert [e["to_state"] for e in events] == ["accepted", "submitting", "pending"]
+        assert events[0]["at"] == job["created_at"]
+        assert sorted(e["at"] for e in events) == [e["at"] for e in events]
         assert slurm_jobs_with_marker(testcluster, job["marker"]) == {job["scheduler_id"]}
 
     # refused after its sbatch was staged: the member's cap is reached

@@ -19,6 +19,7 @@ from gateway.api import deps, job_reads
 from gateway.db import Database
 from gateway.jobs.models import Job, JobEvent, JobState
 from gateway.jobs.transitions import transition
+from gateway.loop_reads import APPLICATION_NAME, LoopReadFailed, LoopReads
 
 Headers = Callable[[User], dict[str, str]]
 
@@ -248,3 +249,46 @@ def test_a_change_to_a_kept_submitters_rights_is_seen_by_its_next_submission(
     refused = submit(client, headers, world.project)
     assert refused.status_code == status, refused.text
     assert len(authentications) == 2
+
+
+def _break_loop_connection(client: TestClient, database: Database) -> None:
+    """What a restarted database server or a closed file does to the loop's connection."""
+    reads: LoopReads = client.app.state.loop_reads  # type: ignore[attr-defined]
+    if database.dialect == "postgresql":
+        with database.engine.connect() as conn:
+            killed = conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :name"), {"name": APPLICATION_NAME}).all()
+        assert killed == [(True,)]
+    else:
+        assert reads._sqlite_connection is not None
+        driver = reads._sqlite_connection.dbapi_connection
+        assert driver is not None
+        driver.close()
+
+
+def test_a_read_the_event_loop_cannot_make_is_made_the_usual_way_and_its_connection_again(
+    *, committed: tuple[World, TestClient], fresh_database: Database, as_: Headers, job: str,
+    builds: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world, client = committed
+    headers = as_(world.researcher)
+    _read(client, job, headers)
+    _read(client, job, headers)
+    assert builds == [job]  # the second from the caches, checked on the loop's connection
+
+    _break_loop_connection(client, fresh_database)
+    assert _read(client, job, headers)["id"] == job  # from a worker thread
+    assert builds == [job, job]
+    assert _read(client, job, headers)["id"] == job  # the loop's connection made again
+    assert builds == [job, job]
+    assert submit(client, headers, world.project).status_code == 201
+
+    reads: LoopReads = client.app.state.loop_reads  # type: ignore[attr-defined]
+
+    async def unreachable(*_: Any, **__: Any) -> None:
+        raise LoopReadFailed("the server is down")
+
+    monkeypatch.setattr(reads, "first", unreachable)
+    assert _read(client, job, headers)["id"] == job
+    assert submit(client, headers, world.project).status_code == 201

@@ -5,6 +5,7 @@ made earlier in the same transaction still gets the later changes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 from jobs_helpers import World, submit
@@ -33,22 +34,35 @@ def subscribe(session: Session, world: World, settings: Settings) -> None:
                                        events=[WebhookEvent.job_state_changed]))
 
 
-def test_a_submission_reads_its_projects_subscriptions_once_per_transaction(
-        *, client: TestClient, world: World, database: Database, session: Session,
-        settings: Settings, as_: Headers) -> None:
-    subscribe(session, world, settings)
+def _lookups(database: Database, do: Callable[[], Any]) -> list[str]:
+    """The statements that read a project's webhook subscriptions while `do` runs (not the
+    EXISTS a statement reading the project adds)."""
     reads: list[str] = []
 
     def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-        if statement.startswith("SELECT") and "FROM webhook_subscriptions" in statement:
+        if statement.startswith("SELECT webhook_subscriptions."):
             reads.append(statement)
 
     event.listen(database.engine, "before_cursor_execute", seen)
     try:
-        answer = submit(client, as_(world.researcher), world.project)
+        do()
     finally:
         event.remove(database.engine, "before_cursor_execute", seen)
-    assert answer.status_code == 201, answer.text
+    return reads
+
+
+def test_a_submission_reads_its_projects_subscriptions_once_per_transaction(
+        *, client: TestClient, world: World, database: Database, session: Session,
+        settings: Settings, as_: Headers) -> None:
+    answers: list[Any] = []
+    # a project without subscriptions: known from the statements that read the project and
+    # lock the job, no lookup at all
+    assert _lookups(database, lambda: answers.append(
+        submit(client, as_(world.researcher), world.project))) == []
+    subscribe(session, world, settings)
+    reads = _lookups(database, lambda: answers.append(
+        submit(client, as_(world.researcher), world.project)))
+    assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
     assert len(reads) == 2  # the transaction before sbatch and the one after it
     payloads = session.scalars(select(WebhookDelivery.payload).order_by(WebhookDelivery.id))
     assert [f'"to_state":"{state}"' in body for body, state in zip(

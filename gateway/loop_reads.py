@@ -1,0 +1,111 @@
+"""Small reads answered on the event loop itself, without a worker thread.
+
+For the indexed reads of a few integers that every request of a hot path makes (the job read
+path's check, a kept caller's auth epoch), a hop to a worker thread costs more than the read.
+SQLite answers through its driver on a connection of its own (microseconds; waiting for a busy
+pool would stall the loop). PostgreSQL answers on an asyncio connection of its own (psycopg), in
+autocommit, one read at a time: one round trip, with no pool checkout, pre-ping or transaction
+to end. A read that fails here raises LoopReadFailed and the caller reads the usual way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from sqlalchemy import ClauseElement, Engine, PoolProxiedConnection
+from sqlalchemy.pool import SingletonThreadPool
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from gateway.db import Database, make_engine
+
+CONNECT_TIMEOUT_SECONDS = 5
+APPLICATION_NAME = "hpcgw-loop-reads"  # how its connections show in pg_stat_activity
+
+
+class LoopReadFailed(Exception):
+    """The read could not be made on the loop (the connection is gone, the server is down)."""
+
+
+class LoopReads:
+    def __init__(self, database: Database) -> None:
+        self._dialect = database.engine.dialect
+        self._compiled: dict[ClauseElement, SQLCompiler] = {}
+        self._sqlite = (make_engine(database.url, poolclass=SingletonThreadPool)
+                        if database.dialect == "sqlite" else None)
+        self._sqlite_connection: PoolProxiedConnection | None = None
+        self._conninfo = database.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        self._pg: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._pg_loop: asyncio.AbstractEventLoop | None = None
+        self._pg_lock = asyncio.Lock()
+
+    async def first(self, statement: ClauseElement,
+                    parameters: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """The statement's first row (its bind parameters by name)."""
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            made = statement.compile(dialect=self._dialect)
+            if not isinstance(made, SQLCompiler):
+                raise TypeError(f"not a SQL statement: {statement}")
+            compiled = self._compiled[statement] = made
+        parameters = parameters or {}
+        if self._sqlite is not None:
+            return self._sqlite_first(self._sqlite, compiled, parameters)
+        return await self._pg_first(compiled, parameters)
+
+    def _sqlite_first(self, engine: Engine, compiled: SQLCompiler,
+                      parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        try:
+            if self._sqlite_connection is None:
+                self._sqlite_connection = engine.raw_connection()
+            cursor = self._sqlite_connection.cursor()
+            try:
+                cursor.execute(compiled.string,
+                               tuple(parameters[name] for name in compiled.positiontup or ()))
+                row: tuple[Any, ...] | None = cursor.fetchone()
+                return row
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:
+            self._close_sqlite()
+            raise LoopReadFailed(str(exc)) from exc
+
+    async def _pg_first(self, compiled: SQLCompiler,
+                        parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        loop = asyncio.get_running_loop()
+        if self._pg_loop is not loop:  # a connection belongs to the loop that made it
+            self._close_pg()
+            self._pg_loop, self._pg_lock = loop, asyncio.Lock()
+        async with self._pg_lock:
+            try:
+                if self._pg is None or self._pg.closed:
+                    self._pg = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                        application_name=APPLICATION_NAME)
+                cursor = await self._pg.execute(compiled.string, dict(parameters))
+                return await cursor.fetchone()
+            except psycopg.Error as exc:
+                self._close_pg()
+                raise LoopReadFailed(str(exc)) from exc
+
+    def _close_pg(self) -> None:
+        if self._pg is not None:
+            self._pg.pgconn.finish()  # libpq's close: needs no event loop
+            self._pg = None
+
+    def _close_sqlite(self) -> None:
+        if self._sqlite_connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._sqlite_connection.close()
+            self._sqlite_connection = None
+
+    def close(self) -> None:
+        self._close_pg()
+        self._close_sqlite()
+        if self._sqlite is not None:
+            self._sqlite.dispose()
