@@ -31,9 +31,8 @@ from consortium.authz import Principal, require
 from consortium.authz import Scope as Right
 from consortium.base import utcnow
 from consortium.errors import DomainError
-from consortium.models import AuthEpoch
 from gateway.api.deps import read_threads
-from gateway.auth.credentials import Credentials
+from gateway.auth.credentials import EPOCH, Credentials
 from gateway.auth.principal import authenticate, bearer_token
 from gateway.db import Database
 from gateway.jobs import repository
@@ -45,7 +44,7 @@ from gateway.settings import Settings
 JOB_PATH = re.compile(r"^/api/v1/jobs/([0-9a-f]{12})$")
 CACHE_BYTES = 64 * 1024 * 1024  # jobs' JSON (a script may be large): bounded by size, not count
 
-_HEAD = (select(Job.member_id, Job.revision, select(AuthEpoch.value).scalar_subquery())
+_HEAD = (select(Job.member_id, Job.revision, EPOCH.scalar_subquery())
          .where(Job.public_id == bindparam("public_id")))
 
 

@@ -67,8 +67,8 @@ from schedulers.models import Identity, JobSpec, Resources
 
 T = TypeVar("T")
 SYSTEM = "system"
-# Slurm's refusals that are limits of the account or QOS (a conflict with the current state)
 ROUTES_CACHED = 4096  # (project, cluster) pairs whose next submission is staged
+# Slurm's refusals that are limits of the account or QOS (a conflict with the current state)
 _LIMIT_REFUSAL = re.compile(r"(QOS|Assoc)\w*Limit|job submit limit|Job violates accounting")
 
 
