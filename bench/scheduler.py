@@ -31,7 +31,12 @@ import paramiko
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schedulers.config import ClusterConfig, IdentityConfig, PartitionConfig  # noqa: E402
+from schedulers.config import (  # noqa: E402
+    BillingWeights,
+    ClusterConfig,
+    IdentityConfig,
+    PartitionConfig,
+)
 from schedulers.models import Identity, JobSpec, Resources  # noqa: E402
 from schedulers.slurm_ssh.commands import Sbatch  # noqa: E402
 from schedulers.slurm_ssh.scheduler import SlurmSshScheduler  # noqa: E402
@@ -94,7 +99,8 @@ class Bench:
             port=int(env["SSH_PORT"]), known_hosts=Path(env["KNOWN_HOSTS"]),
             admin=IdentityConfig(unix_user=env["ADMIN_USER"], key_file=Path(env["ADMIN_KEY"])),
             partitions=[PartitionConfig(name=env["DEFAULT_PARTITION"], max_time_minutes=60,
-                                        max_cpus_per_job=4, max_mem_mb_per_job=4096)])
+                                        max_cpus_per_job=4, max_mem_mb_per_job=4096,
+                                        billing=BillingWeights(cpu=0.25, mem_gb=0.0625))])
         self.alpha = Identity(name="alpha", unix_user=self.user, key_file=self.key,
                               work_root=env["WORK_ROOT"].format(unix_user=self.user))
         self.backend = SlurmSshScheduler(config)

@@ -71,6 +71,15 @@ class Principal:
             ids &= {self.token_member_id}
         return ids
 
+    def held_scopes(self) -> frozenset[Scope]:
+        """The scopes this credential can use: its own (every scope for a login) narrowed to
+        what the user's roles in the members it reaches allow, all of them for acting admins."""
+        if self.acts_as_admin:
+            return self.scopes
+        allowed = frozenset[Scope]().union(
+            *(ROLE_SCOPES[self.roles[member_id]] for member_id in self.visible_member_ids()))
+        return self.scopes & allowed
+
 
 def member_ids_for(principal: Principal, scope: Scope) -> frozenset[int] | None:
     """Member ids the principal may act on with `scope`; None means every member (admins)."""

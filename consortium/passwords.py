@@ -1,11 +1,15 @@
-"""Password hashing: argon2id, with a dummy verification so unknown accounts cost the same time."""
+"""Passwords: argon2id hashing, with a dummy verification so unknown accounts cost the same
+time, and the strength policy (zxcvbn's estimate of the guesses needed)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn import zxcvbn  # type: ignore[import-untyped]  # no type information shipped
 
 # argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, m=64 MiB, p=4).
 _hasher = PasswordHasher()
@@ -32,3 +36,25 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
+
+
+# zxcvbn scores 0-4; 3 means about 10^8 guesses or more ("safely unguessable" against an
+# online attack, and slow against an offline one on argon2id).
+MIN_STRENGTH = 3
+# zxcvbn refuses longer input (its matching grows fast with length): a longer password is
+# judged by its first characters, so a weak start is refused however it goes on.
+_ESTIMATED_LENGTH = 72
+
+
+def weakness(password: str, user_inputs: Sequence[str] = ()) -> str | None:
+    """Why the password is too easy to guess (the estimator's own advice), or None.
+
+    `user_inputs` are the account's own words (email, name): a password made of them is weak.
+    """
+    words = [w for text in user_inputs for w in (text, *re.split(r"[\W_]+", text)) if w]
+    estimate = zxcvbn(password[:_ESTIMATED_LENGTH], user_inputs=words)
+    if estimate["score"] >= MIN_STRENGTH:
+        return None
+    feedback = estimate["feedback"]
+    advice = " ".join([feedback["warning"], *feedback["suggestions"]]).strip()
+    return f"this password is too easy to guess: {advice or 'add a few unrelated words.'}"

@@ -6,7 +6,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from consortium.models import (
     Domain,
@@ -17,6 +26,7 @@ from consortium.models import (
     ProjectStatus,
     Role,
 )
+from consortium.passwords import weakness
 
 MIN_PASSWORD_LENGTH = 12
 
@@ -38,7 +48,21 @@ Email = Annotated[
 ]
 # Free text may span lines, but holds no NUL (PostgreSQL text cannot store it).
 Text = Annotated[str, StringConstraints(max_length=5000, pattern=r"^[^\x00]*$")]
-Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=1024)]
+
+
+def _strong(password: str, info: ValidationInfo) -> str:
+    """Refuse a password easy to guess, its owner's email and name included in the guesses
+    (the fields validated before it in the same model)."""
+    own = [str(info.data[k]) for k in ("email", "name") if info.data.get(k) is not None]
+    problem = weakness(password, own)
+    if problem is not None:
+        raise PydanticCustomError("weak_password", problem)
+    return password
+
+
+# Every password set (accounts made by admins, the CLI, invitations) is one of these.
+Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=1024),
+                     AfterValidator(_strong)]
 UnixUser = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
 SlurmAccount = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_][a-z0-9_.-]{0,63}$")]
 PartitionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -250,10 +274,27 @@ class InvitationCreated(InvitationOut):
 
 
 class InvitationAccept(_In):
-    """A new user sets a name and password; an existing user (same email) needs neither."""
+    """A new account sets a name and a password; an account signed in as the invited email
+    sends neither (it keeps its own)."""
 
     name: Name | None = None
     password: Password | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.name is None) != (self.password is None):
+            raise ValueError("give a name and a password for a new account, or neither when "
+                             "signed in as the invited account")
+        return self
+
+
+class InvitationAccepted(BaseModel):
+    """The account that accepted and the membership the invitation made: never the account's
+    other memberships (an invitation's token is no credential for them)."""
+
+    email: str
+    name: str
+    membership: MembershipOut
 
 
 # --- audit ---------------------------------------------------------------------------------

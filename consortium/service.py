@@ -25,7 +25,14 @@ from consortium import audit
 from consortium.audit import RequestContext
 from consortium.authz import Principal, Scope, can_see_member, require, require_admin
 from consortium.base import Base, utcnow
-from consortium.errors import Conflict, DomainError, InvalidInput, NotFound
+from consortium.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from consortium.mail import MailError, SmtpConfig, send_mail
 from consortium.models import (
     AuditEvent,
@@ -528,43 +535,59 @@ def _usable_invitation(session: Session, token: str, now: datetime) -> Invitatio
 
 @dataclass(frozen=True)
 class InvitationPreview:
-    """What the invitee sees before accepting (public: the token is the credential)."""
+    """What the invitee sees before accepting (public: the token is the credential). Nothing
+    in it depends on whether the email has an account: the page offers both ways to accept."""
 
     email: str
     role: Role
     member_name: str
-    has_account: bool  # an account with this email exists: accepting needs no name or password
 
 
 def preview_invitation(session: Session, token: str) -> InvitationPreview:
     """The usable invitation of a token; NotFound if unknown, InvitationGone once unusable."""
     invitation = _usable_invitation(session, token, utcnow())
     member = session.get_one(Member, invitation.member_id)
-    has_account = session.scalar(select(User.id).where(
-        User.email_normalized == normalize_email(invitation.email))) is not None
     return InvitationPreview(email=invitation.email, role=invitation.role,
-                             member_name=member.name, has_account=has_account)
+                             member_name=member.name)
+
+
+# One refusal, word for word, for a caller not signed in who cannot create the account: it
+# sent no name and password, or the email already has an account (whose name and password an
+# invitation's token never sets). Whether the email has an account is not told.
+SIGN_IN_OR_CREATE = ("sign in as the invited account to accept, or, if that email has no "
+                     "account yet, send a name and a password to create it")
+
+
+class InvitationNeedsSignIn(Unauthenticated):
+    code = "invitation-sign-in"
+    title = "Sign in to accept"
 
 
 def accept_invitation(session: Session, token: str, data: InvitationAccept, *,
-                      context: RequestContext) -> User:
-    """Use an invitation once: create the account (name and password), or, when an account
-    with that email exists, add the membership to it (its name and password stay as they are).
+                      signed_in: Principal | None = None, context: RequestContext
+                      ) -> tuple[User, Membership]:
+    """Use an invitation once; returns the account and its new membership.
+
+    Signed in as the invited email (a session or OIDC login, not a personal access token): the
+    membership is added to that account. Not signed in: a name and a password create the
+    account, and only when the email has none (see SIGN_IN_OR_CREATE).
     """
     now = utcnow()
     invitation = _usable_invitation(session, token, now)
     email = normalize_email(invitation.email)
-    user = session.scalar(select(User).where(User.email_normalized == email))
-    created = user is None
-    if user is None:
+    if signed_in is not None:
+        user = _signed_in_invitee(session, signed_in, email, data)
+        if session.get(Membership, (user.id, invitation.member_id)) is not None:
+            raise Conflict("this account is already a user of the member")
+    else:
         if data.name is None or data.password is None:
-            raise InvalidInput("a new account needs a name and a password")
+            raise InvitationNeedsSignIn(SIGN_IN_OR_CREATE)
+        if session.scalar(select(User.id).where(User.email_normalized == email)) is not None:
+            raise InvitationNeedsSignIn(SIGN_IN_OR_CREATE)
         user = User(email=invitation.email, email_normalized=email, name=data.name,
                     password_hash=hash_password(data.password), is_admin=False, is_active=True)
         _insert(session, user, conflict="an account with this email was just created: "
                                         "accept the invitation again")
-    elif session.get(Membership, (user.id, invitation.member_id)) is not None:
-        raise Conflict("this account is already a user of the member")
     # Claimed by a conditional UPDATE: of two concurrent acceptances, one wins.
     claimed = session.scalar(
         update(Invitation)
@@ -576,19 +599,36 @@ def accept_invitation(session: Session, token: str, data: InvitationAccept, *,
     )
     if claimed is None:
         raise InvitationGone("this invitation was used or revoked meanwhile")
-    session.add(Membership(user_id=user.id, member_id=invitation.member_id, role=invitation.role))
+    membership = Membership(user_id=user.id, member_id=invitation.member_id,
+                            role=invitation.role)
+    session.add(membership)
     session.flush()
     audit.record(session, actor=user.email, action=Action.invitation_accept,
                  target_type="invitation", target_id=invitation.id,
                  member_id=invitation.member_id, context=context,
-                 details={"user_id": user.id, "new_user": created,
+                 details={"user_id": user.id, "new_user": signed_in is None,
                           "role": invitation.role.value})
-    return user
+    return user, membership
+
+
+def _signed_in_invitee(session: Session, signed_in: Principal, email: str,
+                       data: InvitationAccept) -> User:
+    """The account of a signed-in caller, if it is the invited one."""
+    if data.name is not None or data.password is not None:
+        raise InvalidInput("signed in, accept without a name or a password: the account keeps "
+                           "its own")
+    if signed_in.via == "pat":
+        raise PermissionDenied("a personal access token cannot accept an invitation: sign in "
+                               "with your password (or your organisation's login)")
+    if normalize_email(signed_in.email) != email:
+        raise PermissionDenied("this invitation is for another email: sign in as the invited "
+                               "account to accept it")
+    return session.get_one(User, signed_in.user_id)
 
 
 def invitation_link(base_url: str, token: str) -> str:
-    """The page where the invitee sets a name and password (it posts to
-    /api/v1/invitations/{token}/accept)."""
+    """The page where the invitee creates an account or signs in to accept (the same service
+    as /api/v1/invitations/{token}/accept)."""
     return f"{base_url.rstrip('/')}/ui/invitations/{token}"
 
 

@@ -19,6 +19,9 @@ WRITE_LOCK_OPTION = "hpcgw_write_lock"
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
+    # a failed statement's message never carries its parameters (token hashes, emails) into
+    # the logs
+    kwargs = {"hide_parameters": True, **kwargs}
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs

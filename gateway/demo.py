@@ -28,6 +28,7 @@ from consortium.schemas import (
     ProjectCreate,
     UserCreate,
 )
+from gateway.auth.principal import principal_for_user
 from gateway.db import Database
 from gateway.settings import MIN_SECRET_LENGTH
 from quotas import service as quotas
@@ -147,9 +148,11 @@ def local_cluster(data_dir: Path) -> ClusterConfig:
             PartitionConfig(name="cpu", max_time_minutes=day, max_cpus_per_job=8,
                             max_mem_mb_per_job=16 * 1024,
                             billing=BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625)),
+            # a job that takes all the partition's CPUs or memory pays for its 4 GPUs: the
+            # node is as busy as if it had taken them
             PartitionConfig(name="gpu", max_time_minutes=day, max_cpus_per_job=8,
                             max_gpus_per_job=4, max_mem_mb_per_job=128 * 1024,
-                            billing=BillingWeights(gpu=1.0)),
+                            billing=BillingWeights(gpu=1.0, cpu=0.5, mem_gb=0.03125)),
         ],
     )
 
@@ -229,8 +232,12 @@ def _ensure_membership(session: Session, member: Member, person: Person,
     _, token = service.create_invitation(
         session, ACTOR, member, InvitationCreate(email=person.email, role=person.role),
         ttl=timedelta(hours=1), context=CLI_CONTEXT)
-    service.accept_invitation(session, token, InvitationAccept(
-        name=person.name, password=known[person.email]), context=CLI_CONTEXT)
+    if user is None:
+        service.accept_invitation(session, token, InvitationAccept(
+            name=person.name, password=known[person.email]), context=CLI_CONTEXT)
+    else:  # an account joins signed in as itself, as a person would
+        service.accept_invitation(session, token, InvitationAccept(),
+                                  signed_in=principal_for_user(session, user), context=CLI_CONTEXT)
 
 
 def _user_with_password(session: Session, email: str, known: dict[str, str]) -> User | None:

@@ -1,11 +1,47 @@
-"""Structured logs: one JSON object per line on stderr, with the request id bound per request."""
+"""Structured logs: one JSON object per line on stderr (or console lines), with the request id
+bound per request.
+
+An error costs milliseconds and a bounded line in every mode: tracebacks are Python's plain
+ones (never rendered with their frames' local variables, which hold requests, headers, tokens
+and the app itself: structlog's console default, rich with show_locals, took seconds and
+megabytes per error on the event loop), keep their innermost frames, are cut to a bounded size
+and have bearer tokens masked.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import traceback
 
 import structlog
+from structlog.typing import ExcInfo
+
+TRACEBACK_FRAMES = 30  # innermost frames of each exception of a chain
+TRACEBACK_CHARS = 8 * 1024  # the end is kept: the exception and the frames that raised it
+_SECRETS = re.compile(r"(?i)(bearer\s+|hpcgw_pat_)[A-Za-z0-9._~+/=-]{8,}")
+# secrets that travel in a path (invitation tokens) never reach the logs
+_SECRET_IN_PATH = re.compile(r"(/invitations/)[^/]+")
+# Starlette answers an unhandled error through the app's 500 handler, which logs it with its
+# request id (gateway.api.errors), then re-raises it to the server, which would log it again.
+_SERVER_ECHO = "Exception in ASGI application"
+
+
+def loggable_path(path: str) -> str:
+    return _SECRET_IN_PATH.sub(r"\1[redacted]", path)
+
+
+def bounded_traceback(exc_info: ExcInfo) -> str:
+    text = "".join(traceback.format_exception(*exc_info, limit=-TRACEBACK_FRAMES))
+    text = _SECRETS.sub(r"\1[redacted]", text)
+    if len(text) > TRACEBACK_CHARS:
+        text = f"[{len(text) - TRACEBACK_CHARS} characters cut]\n{text[-TRACEBACK_CHARS:]}"
+    return text
+
+
+def _not_a_server_echo(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_SERVER_ECHO)
 
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
@@ -13,17 +49,19 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.ExceptionRenderer(bounded_traceback),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # the standard library's records (uvicorn, alembic, paramiko) through the same renderer
+    # the standard library's records (uvicorn, alembic, paramiko) through the same processors
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
@@ -34,6 +72,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
+    logging.getLogger("uvicorn.error").addFilter(_not_a_server_echo)
 
 
 log = structlog.get_logger("hpcgw")

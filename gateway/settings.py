@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     trusted_proxies: list[str] = []  # X-Forwarded-For is believed only from these addresses
+    # Cap of a request body, counted as it is read (uploads have jobs.file_max_bytes instead).
+    # The largest legitimate body is a template: 1 MiB of source and 1 MiB of files, which JSON
+    # escaping makes larger.
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1)
     smtp: SmtpSettings | None = None
     oidc: OidcSettings | None = None
     login_throttle: LoginThrottleSettings = LoginThrottleSettings()

@@ -120,6 +120,7 @@ class Hold(Base):
     user_id: Mapped[int | None] = mapped_column(Integer)
     cluster: Mapped[str] = mapped_column(String(64))
     partition: Mapped[str] = mapped_column(String(64))
+    # what it holds while open: a job array's hold shrinks by each task's share as it ends
     amount_msu: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[HoldState] = mapped_column(enum_column(HoldState, "hold_state"),
                                              default=HoldState.open)

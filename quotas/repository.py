@@ -76,6 +76,12 @@ def entry_by_key(session: Session, key: str) -> LedgerEntry | None:
     return session.scalars(select(LedgerEntry).where(LedgerEntry.idempotency_key == key)).first()
 
 
+def entries_by_keys(session: Session, keys: Sequence[str]) -> dict[str, LedgerEntry]:
+    """The entries of these idempotency keys that exist, by key (one query)."""
+    return {entry.idempotency_key: entry for entry in session.scalars(
+        select(LedgerEntry).where(LedgerEntry.idempotency_key.in_(list(keys))))}
+
+
 def add_entry(
     session: Session,
     allocation: Allocation,

@@ -7,8 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from consortium.bounds import Instant, Msu
 from quotas.models import (
     Alert,
     AlertKind,
@@ -52,14 +53,14 @@ class _In(BaseModel):
 
 class AllocationIn(_In):
     amount_su: SuIn | None = Field(None, gt=0)
-    amount_msu: int | None = Field(None, gt=0)
+    amount_msu: Msu | None = Field(None, gt=0)
     kind: AllocationKind = AllocationKind.grant
-    starts_at: AwareDatetime | None = Field(None, description="default: now")
-    ends_at: AwareDatetime
+    starts_at: Instant | None = Field(None, description="default: now")
+    ends_at: Instant
     project: str | None = Field(None, max_length=64,
                                 description="slug of the member's project it is earmarked to")
     overdraft_su: SuIn | None = Field(None, ge=0)
-    overdraft_msu: int | None = Field(None, ge=0)
+    overdraft_msu: Msu | None = Field(None, ge=0)
     note: str = Field("", max_length=2000)
 
     @model_validator(mode="after")
@@ -80,7 +81,7 @@ class AllocationIn(_In):
 
 class AdjustmentIn(_In):
     amount_su: SuIn | None = Field(None, description="signed: negative takes hours back")
-    amount_msu: int | None = None
+    amount_msu: Msu | None = None
     reason: Reason
 
     @model_validator(mode="after")
@@ -97,7 +98,7 @@ class AdjustmentIn(_In):
 class RefundIn(_In):
     job_id: JobId
     amount_su: SuIn | None = Field(None, gt=0, description="default: all that is left")
-    amount_msu: int | None = Field(None, gt=0)
+    amount_msu: Msu | None = Field(None, gt=0)
     reason: Reason
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ earmarked allocation cannot be spent while another of the member's allocations i
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -116,9 +117,10 @@ def grant(
     return allocation
 
 
-def quote(weights: Weights, requested: Amounts, time_limit_seconds: int) -> int:
-    """What a job costs at most: requested resources for its whole time limit."""
-    return price(weights, requested, time_limit_seconds)
+def quote(weights: Weights, requested: Amounts, time_limit_seconds: int, tasks: int = 1) -> int:
+    """What a job costs at most: requested resources for its whole time limit, times its tasks
+    (a job array's tasks each get the resources and the time limit)."""
+    return price(weights, requested, time_limit_seconds) * tasks
 
 
 def hold(
@@ -131,6 +133,7 @@ def hold(
     actor: Actor = SYSTEM,
     now: datetime | None = None,
     new_job: bool = False,
+    tasks: int = 1,
 ) -> Hold:
     """Reserve the job's quote, or raise QuotaExceeded. Idempotent per job id.
 
@@ -140,7 +143,7 @@ def hold(
     idempotency read is skipped and the hold is written with the caller's next flush (the
     unique job id of holds still refuses a second one, at the latest on commit).
     """
-    amount = quote(weights, requested, time_limit_seconds)
+    amount = quote(weights, requested, time_limit_seconds, tasks)
     allocations = repository.lock_active_allocations(session, job.member_id)
     existing = None if new_job else repository.hold_for_job(session, job.job_id, fresh=True)
     if existing is not None:
@@ -260,6 +263,88 @@ def settle(
     alerts = thresholds.evaluate(session, allocation, now)
     session.flush()
     return Settlement(held, charge, refund, alerts)
+
+
+@dataclass(frozen=True)
+class TaskUse:
+    """What one ended task of a job array used, as its charge is priced."""
+
+    task_id: int
+    allocated: Amounts
+    elapsed_seconds: int
+    state: str
+
+
+def settle_tasks(
+    session: Session,
+    job_id: str,
+    weights: Weights,
+    ended: Sequence[TaskUse],
+    *,
+    share_msu: int,
+    actor: Actor = SYSTEM,
+    now: datetime | None = None,
+) -> dict[int, tuple[int, int]]:
+    """Tasks of a job array have ended: each one's share of the hold (the quote of one task)
+    given back, what it used charged (allocated resources * elapsed, priced like the quote),
+    refunded whole when the cluster killed it. The hold stays open for the other tasks;
+    `close_hold` settles it after the last. (charge, refund) by task id. Idempotent per task
+    (its charge entry's key); one lock and one flush for all (an array has up to 1001)."""
+    held, allocation = _locked_hold(session, job_id)
+    keys = [f"{job_id}:{use.task_id}" for use in ended]
+    written = repository.entries_by_keys(
+        session, [f"{kind}:{key}" for key in keys for kind in ("charge", "refund:auto")])
+    results: dict[int, tuple[int, int]] = {}
+    wrote = refunded = False
+    for use, key in zip(ended, keys, strict=True):
+        charged = written.get(f"charge:{key}")
+        if charged is not None:
+            auto = written.get(f"refund:auto:{key}")
+            results[use.task_id] = (-charged.amount_msu, auto.amount_msu if auto else 0)
+            continue
+        wrote = True
+        share = min(share_msu, held.amount_msu) if held.state == HoldState.open else 0
+        if share > 0:
+            # the hold shrinks as tasks end: what it holds is what may still be used
+            held.amount_msu -= share
+            allocation.held_msu -= share
+            repository.add_entry(session, allocation, EntryKind.release, share,
+                                 key=f"release:{key}", actor=actor,
+                                 reason=f"task {use.task_id} ended", hold=held)
+        charge = price(weights, use.allocated, use.elapsed_seconds)
+        allocation.charged_msu += charge
+        held.charged_msu += charge
+        repository.add_entry(session, allocation, EntryKind.charge, -charge,
+                             key=f"charge:{key}", actor=actor,
+                             reason=f"task {use.task_id} ended: {use.state}", hold=held)
+        given_back = charge if use.state in AUTO_REFUND_STATES else 0
+        if given_back > 0:
+            refunded = True
+            _refund(session, held, allocation, given_back, key=f"refund:auto:{key}",
+                    actor=actor, reason=f"automatic: task {use.task_id} ended in {use.state}")
+        results[use.task_id] = (charge, given_back)
+    if wrote:
+        if refunded:
+            backstop.mark_changed(session, held.member_id)
+        thresholds.evaluate(session, allocation, now or utcnow())
+        session.flush()
+    return results
+
+
+def close_hold(session: Session, job_id: str, *, actor: Actor = SYSTEM,
+               now: datetime | None = None) -> Settlement:
+    """The last task of a job array has ended (each settled by `settle_task`): what is left of
+    the hold is released and the hold is settled with the sum of the tasks' charges and
+    refunds. Idempotent."""
+    held, allocation = _locked_hold(session, job_id)
+    if held.state != HoldState.settled:
+        now = now or utcnow()
+        if held.state == HoldState.open and held.amount_msu > 0:
+            _release(session, held, allocation, actor=actor, reason="settled", now=now)
+        held.state = HoldState.settled
+        held.closed_at = now
+        session.flush()
+    return Settlement(held, held.charged_msu, held.refunded_msu)
 
 
 def refund(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -23,6 +24,13 @@ from schedulers.models import (
 JOB_NAME_PREFIX = "hpcgw-"
 
 
+def task_path(path: str, task: str | int) -> str:
+    """Where a job array's task writes what the job's spec names `path`: `_<task>` before the
+    extension (`out/hpcgw-ab12.out` -> `out/hpcgw-ab12_4.out`; Slurm's pattern is `_%a`)."""
+    root, ext = posixpath.splitext(path)
+    return f"{root}_{task}{ext}"
+
+
 class Staged:
     """A submission prepared ahead of its job's commit (`Scheduler.stage`). This one prepares
     nothing: `submit` is the scheduler's own."""
@@ -39,6 +47,9 @@ class Staged:
 
 
 class Scheduler(ABC):
+    # runs job arrays (JobSpec.resources.array); a backend that does not refuses them up front
+    supports_arrays = False
+
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
 
@@ -59,11 +70,14 @@ class Scheduler(ABC):
     @abstractmethod
     async def states(self, scheduler_ids: Sequence[str]) -> dict[str, JobStatus]:
         """States of live jobs, in one remote command. Jobs the queue no longer knows are absent:
-        read them with `accounting`."""
+        read them with `accounting`. A job array's tasks come one per task, keyed
+        `<array id>_<task id>` (tasks still pending together too); the array's own id is
+        absent."""
 
     @abstractmethod
     async def accounting(self, scheduler_ids: Sequence[str]) -> dict[str, AccountingRecord]:
-        """Accounting records, in one remote command. Absent = not recorded yet."""
+        """Accounting records, in one remote command. Absent = not recorded yet. Arrays as in
+        `states`: one record per task, keyed `<array id>_<task id>`."""
 
     @abstractmethod
     async def cancel(self, identity: Identity, scheduler_id: str) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal, Self
 
@@ -14,8 +15,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Resource = Literal["gpu", "cpu", "mem_gb"]
+# what a weight of 0 gives away, and the unit its weight is per
+_PRICED: dict[Resource, tuple[str, str]] = {
+    "gpu": ("GPUs", "SU per GPU-hour"),
+    "cpu": ("CPUs", "SU per CPU-hour"),
+    "mem_gb": ("memory", "SU per GiB-hour"),
+}
+
+
 class BillingWeights(_Strict):
-    """SU per hour for one unit of each resource; a job's rate is the largest share (MAX_TRES)."""
+    """SU per hour for one unit of each resource; a job's rate is the largest share (MAX_TRES).
+    A partition refuses a weight left at 0 unless it lists that resource in `unpriced`."""
 
     gpu: float = Field(1.0, ge=0)
     cpu: float = Field(0.0, ge=0)
@@ -38,7 +49,28 @@ class PartitionConfig(_Strict):
     max_gpus_per_job: int = Field(0, ge=0)
     max_mem_mb_per_job: int = Field(ge=1)
     billing: BillingWeights = BillingWeights()
+    # resources this partition gives away on purpose (their weight stays 0). Under MAX_TRES a
+    # weight left at 0 lets a job take all of that resource for the price of the others.
+    unpriced: tuple[Resource, ...] = ()
     hardware: Hardware = Hardware()
+
+    @model_validator(mode="after")
+    def _check_prices(self) -> Self:
+        offered: tuple[Resource, ...] = (
+            ("cpu", "mem_gb", "gpu") if self.max_gpus_per_job else ("cpu", "mem_gb"))
+        free = [r for r in offered if getattr(self.billing, r) == 0 and r not in self.unpriced]
+        if free:
+            raise ValueError(
+                f'partition "{self.name}" gives its {" and ".join(_PRICED[r][0] for r in free)} '
+                f"away: {' and '.join(f'billing.{r}' for r in free)} "
+                f"{'is' if len(free) == 1 else 'are'} 0. Set "
+                f"{', '.join(f'billing.{r} ({_PRICED[r][1]})' for r in free)}, or write "
+                f"unpriced = {json.dumps(free)} if that is intended")
+        priced = [r for r in self.unpriced if getattr(self.billing, r) != 0]
+        if priced:
+            raise ValueError(f'partition "{self.name}" lists {json.dumps(priced)} in unpriced '
+                             "but gives a non-zero billing weight: keep one of the two")
+        return self
 
 
 class IdentityConfig(_Strict):

@@ -46,10 +46,17 @@ class Resources(_Frozen):
     gpus: int = Field(0, ge=0)
     mem_mb: int = Field(ge=1)
     time_limit_minutes: int = Field(ge=1)
+    array: str | None = None  # Slurm's --array spec, canonical (gateway.jobs.arrays)
 
     @property
     def cpus(self) -> int:
         return self.ntasks * self.cpus_per_task
+
+    @property
+    def mem_mb_per_node(self) -> int:
+        """Slurm's `--mem` is per node, `mem_mb` the whole job's (a multiple of the nodes when
+        the gateway resolved it): rounded up, it never gives less than asked."""
+        return -(-self.mem_mb // self.nodes)
 
 
 class JobSpec(_Frozen):

@@ -3,7 +3,7 @@
 # without systemd or cgroups.  Its own munged, MariaDB (unix socket only), slurmdbd, slurmctld,
 # slurmd and a key-only sshd on 127.0.0.1, each with its pid file under its own run dir, its own
 # config/state/log dirs and ports: it shares no file, pid or port with the Slurm lab
-# (/work/shared/lab/slurm-lab.sh) except the ssh port 2222 (HPCGW_TC_SSH_PORT to move it).
+# (slurm-lab.sh) except the ssh port 2222 (HPCGW_TC_SSH_PORT to move it).
 #
 # Usage (as root): testcluster.sh [up|down|status|install|stop DAEMON|env]     (default: up)
 #   up           install missing packages, write configs, start what is not running, create the
@@ -15,7 +15,7 @@
 #   env          print KEY=VALUE lines (shell syntax) describing the cluster, for the test suite.
 #
 # Tunables (environment): HPCGW_TC_SSH_PORT=2222  HPCGW_TC_SLURM_PORT=6917 (slurmctld; slurmd +1,
-#   slurmdbd +2)  HPCGW_TC_CPUS=4  HPCGW_TC_MEM_MB=4096
+#   slurmdbd +2)  HPCGW_TC_CPUS=4  HPCGW_TC_MEM_MB=4096  HPCGW_TC_GPUS=4 (>= 1; no real device)
 # Checked on Debian 12 (Slurm 22.05.8) and in a Debian 13 chroot (Slurm 24.11.5).
 set -euo pipefail
 
@@ -23,16 +23,19 @@ SSH_PORT=${HPCGW_TC_SSH_PORT:-2222}
 CTLD_PORT=${HPCGW_TC_SLURM_PORT:-6917}; D_PORT=$((CTLD_PORT + 1)); DBD_PORT=$((CTLD_PORT + 2))
 CPUS=${HPCGW_TC_CPUS:-4}
 MEM_MB=${HPCGW_TC_MEM_MB:-4096}
+# GPUs that Slurm schedules, hands out and accounts; each is /dev/null (see write_configs)
+GPUS=${HPCGW_TC_GPUS:-4}
 CLUSTER=hpcgwtest
 DB_PASS=hpcgwtest
 MEMBERS=(hpcm_alpha hpcm_beta)     # unix user = its group = its Slurm account
 ADMIN=hpcgw_admin                  # the gateway's service identity (sacct, sacctmgr, squeue)
 ADMIN_ACCOUNT=hpcgw_ops
 PARTITIONS=(debug long)
-# Slurm's billing TRES = max(cpus*250, mem_GB*62.5): hpcgw's rate rule (0.25 SU per CPU-hour,
-# 0.0625 SU per GB-hour) in milli-SU per hour. Slurm truncates billing to an integer, so weights
-# in SU would bill every job under 1 SU/h as 0 (measured); milli-SU keeps it exact to 0.001 SU/h.
-BILLING_WEIGHTS="CPU=250,Mem=62.5G"
+# Slurm's billing TRES = max(gpus*1000, cpus*250, mem_GB*62.5): hpcgw's rate rule (1 SU per
+# GPU-hour, 0.25 per CPU-hour, 0.0625 per GB-hour) in milli-SU per hour. Slurm truncates billing
+# to an integer, so weights in SU would bill every job under 1 SU/h as 0 (measured); milli-SU
+# keeps it exact to 0.001 SU/h.
+BILLING_WEIGHTS="CPU=250,Mem=62.5G,GRES/gpu=1000"
 
 STATE=/var/lib/hpcgw-testcluster
 RUN=/run/hpcgw-testcluster
@@ -96,6 +99,7 @@ do_env() {
   kv HPCGW_TC_NODE "$NODE"
   kv HPCGW_TC_CPUS "$CPUS"
   kv HPCGW_TC_MEM_MB "$MEM_MB"
+  kv HPCGW_TC_GPUS "$GPUS"
   kv HPCGW_TC_STATE_DIR "$STATE"
   kv HPCGW_TC_RUN_DIR "$RUN"
   kv HPCGW_TC_LOG_DIR "$LOGS"
@@ -312,6 +316,9 @@ AccountingStoragePass=$MUNGE_SOCKET
 AccountingStorageEnforce=associations,limits,qos,safe
 # keep --comment in the accounting database: the gateway finds a job by its marker there
 AccountingStoreFlags=job_comment
+# sacct's AllocTRES lists gres/gpu only for a GRES tracked here
+AccountingStorageTRES=gres/gpu
+GresTypes=gpu
 JobCompType=jobcomp/none
 # GrpTRESMins as a hard quota: usage never decays or resets
 PriorityType=priority/multifactor
@@ -320,9 +327,16 @@ PriorityUsageResetPeriod=NONE
 PriorityCalcPeriod=1
 # billing = the largest weighted TRES, not their sum: hpcgw's rate = max(gpus*w, cpus*w, GB*w)
 PriorityFlags=MAX_TRES
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN
 $parts
 EOF
+  # slurmd drops a gpu GRES without File= ("file-less GPU", measured on 22.05 and 24.11: the node
+  # then drains, 0 < 4 GPUs) and logs an error for a File= that is not a device: each GPU is a
+  # link to /dev/null. No job opens it; with task/none and no cgroups nothing binds or hides it.
+  local i
+  install -d -m 755 "$STATE/gpus"
+  for ((i = 0; i < GPUS; i++)); do ln -sfn /dev/null "$STATE/gpus/gpu$i"; done
+  put_file "$ETC/gres.conf" 644 root:root <<<"NodeName=$NODE Name=gpu File=$STATE/gpus/gpu[0-$((GPUS - 1))]"
   # Slurm >= 23 slurmd dies without a mounted cgroup fs unless CgroupPlugin=disabled, which
   # 22.05 does not know (lab FINDINGS pitfall 5)
   local major
@@ -478,6 +492,18 @@ node_ready() {
   (( $(date -d "$t" +%s) >= SLURMD_STARTED - 1 ))
 }
 
+# Slurm drains a node whose slurmd registers less than slurm.conf declares (a GPU count under
+# an older gres.conf: `gres/gpu count reported lower than configured`), and the drain outlives
+# restarts.  Resume a node drained by Slurm itself, once the configs are rewritten; an admin's
+# drain ([root@...]) is kept.  A config still wrong drains it again and node_ready times out.
+resume_if_drained_by_slurm() {
+  local line
+  line=$(timeout 10 scontrol -o show node "$NODE") || return 0
+  [[ $line =~ \ State=[A-Z_+]*DRAIN && $line =~ \ Reason=.*\[slurm@ ]] || return 0
+  log "node $NODE drained by Slurm (${line##* Reason=}): resuming it"
+  timeout 10 scontrol update nodename="$NODE" state=resume
+}
+
 start_sshd() {
   if alive sshd; then return; fi
   /usr/sbin/sshd -f "$ETC/sshd_config" -E "$LOGS/sshd.log" </dev/null >/dev/null 2>&1 9>&-
@@ -506,6 +532,7 @@ do_up() {
   setup_accounting
   start_slurmctld
   start_slurmd
+  resume_if_drained_by_slurm
   if ! node_ready; then
     wait_until 60 "node $NODE to take jobs (sinfo: $(sinfo -h -n "$NODE" -o %T 2>&1))" node_ready
   fi

@@ -23,12 +23,15 @@ from consortium.passwords import hash_password
 from consortium.service import Action
 from gateway.auth.sessions import issue_access_token
 from gateway.settings import Settings
+from schedulers.config import BillingWeights
 
 _seq = itertools.count(1)
 PASSWORD = "correct horse battery staple"
 # one argon2 run (about half a second) per distinct password: users made with the same
 # password share its hash, which is harmless in tests
 _password_hash = cache(hash_password)
+# a partition must price CPUs and memory: 1 SU per GPU-hour, per 4 CPU-hours, per 16 GiB-hours
+WEIGHTS = BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625)
 
 
 def make_member(session: Session, slug: str | None = None,

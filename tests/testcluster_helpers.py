@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schedulers.config import ClusterConfig, IdentityConfig, PartitionConfig
+from schedulers.config import BillingWeights, ClusterConfig, IdentityConfig, PartitionConfig
 from schedulers.models import Identity
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTCLUSTER = ROOT / "scripts" / "testcluster.sh"
+# slurm.conf's TRESBillingWeights (CPU=250,Mem=62.5G,GRES/gpu=1000) over slurm_billing_scale 1000
+BILLING = BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625)
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class Cluster:
 
     def config(self, **changes: Any) -> ClusterConfig:
         partitions = [PartitionConfig(name=p, max_time_minutes=60, max_cpus_per_job=4,
-                                      max_mem_mb_per_job=4096)
+                                      max_gpus_per_job=int(self["GPUS"]),
+                                      max_mem_mb_per_job=4096, billing=BILLING)
                       for p in self["PARTITIONS"].replace(",", " ").split()]
         values: dict[str, Any] = {
             "name": self["CLUSTER"], "backend": "slurm_ssh", "host": self["SSH_HOST"],

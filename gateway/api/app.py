@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.api.errors import PROBLEM_JSON, Problem, install_error_handlers
 from gateway.api.job_reads import JobReadPath, JobReads
-from gateway.api.middleware import RequestIdMiddleware
+from gateway.api.middleware import BodyGuard, RequestIdMiddleware
 from gateway.api.routes import (
     audit,
     auth,
@@ -82,6 +82,8 @@ def create_app(settings: Settings, database: Database | None = None,
     # one JWKS cache per app, shared by the request threads
     app.state.oidc = OidcVerifier(settings.oidc) if settings.oidc else None
     install_error_handlers(app)
+    # innermost: whatever reads a body (the routes) reads it through the guard's cap
+    app.add_middleware(BodyGuard, settings=settings, database=db, credentials=credentials)
     # inside RequestIdMiddleware: the reads it answers get their request id and access log too
     app.add_middleware(JobReadPath, reads=reads)
     app.add_middleware(RequestIdMiddleware)
@@ -98,7 +100,8 @@ def create_app(settings: Settings, database: Database | None = None,
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """OpenAPI whose error responses are all problem+json (FastAPI's own 422 included)."""
+    """OpenAPI whose error responses are all problem+json (FastAPI's own 422 included), with
+    the 413 of BodyGuard on every operation that takes a body."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
@@ -113,5 +116,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = operation.get("responses", {})
             if "422" in responses:
                 responses["422"] = {"description": "Validation failed", "content": problem_ref}
+            if "requestBody" in operation:
+                responses.setdefault("413", {"description": "Content Too Large",
+                                             "content": problem_ref})
     app.openapi_schema = schema
     return schema

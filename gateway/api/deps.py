@@ -157,6 +157,23 @@ def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
+def get_optional_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _login: Annotated[str | None, Depends(_login_scheme)],
+    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
+) -> Principal | None:
+    """For a public route that also serves signed-in callers: None without an Authorization
+    header; a credential that is presented must be valid (401 otherwise)."""
+    if "authorization" not in request.headers:
+        return None
+    return authenticate(request, session, settings)
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
 async def get_principal_detached(
     request: Request,
     database: DatabaseDep,

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from consortium import errors as domain
-from gateway.logging import log
+from gateway.logging import log, loggable_path
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -70,7 +70,7 @@ def problem_response(
     )
 
 
-def _status_for(error: domain.DomainError) -> int:
+def status_for(error: domain.DomainError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS_OF:
             return STATUS_OF[cls]
@@ -79,7 +79,7 @@ def _status_for(error: domain.DomainError) -> int:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(domain.DomainError, exc)
-    status = _status_for(exc)
+    status = status_for(exc)
     headers = {}
     extra = dict(exc.extra)
     retry_after = extra.get("retry_after")
@@ -129,7 +129,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", path=request.url.path, exc_info=exc)
+    # outside RequestIdMiddleware (Starlette calls this last): the request id is bound here
+    log.error("unhandled error", path=loggable_path(request.url.path),
+              request_id=getattr(request.state, "request_id", None), exc_info=exc)
     return problem_response(request, 500, detail="internal error; quote the request id")
 
 

@@ -31,8 +31,9 @@ from consortium.authz import Principal, require
 from consortium.authz import Scope as Right
 from consortium.base import utcnow
 from consortium.errors import DomainError
+from consortium.models import AuthEpoch
 from gateway.api.deps import read_threads
-from gateway.auth.credentials import EPOCH, Credentials
+from gateway.auth.credentials import Credentials
 from gateway.auth.principal import authenticate, bearer_token
 from gateway.db import Database
 from gateway.jobs import repository
@@ -44,8 +45,10 @@ from gateway.settings import Settings
 JOB_PATH = re.compile(r"^/api/v1/jobs/([0-9a-f]{12})$")
 CACHE_BYTES = 64 * 1024 * 1024  # jobs' JSON (a script may be large): bounded by size, not count
 
-_HEAD = (select(Job.member_id, Job.revision, EPOCH.scalar_subquery())
-         .where(Job.public_id == bindparam("public_id")))
+# One row whether the job exists or not (its owner and revision are then null): an unknown id
+# and another member's job take the same path, and the same time, to the same 404.
+_HEAD = (select(Job.member_id, Job.revision, AuthEpoch.value).select_from(AuthEpoch)
+         .outerjoin(Job, Job.public_id == bindparam("public_id")))
 
 
 @dataclass(frozen=True)
@@ -114,18 +117,22 @@ class JobReads:
         """From the job's head (owner, revision, epoch): (True, the cached answer) when the
         caller's principal and the answer are current; (True, None) for the route to answer
         (no such job, or not the caller's); (False, None) when it must be built."""
-        if head is None:
-            return True, None
+        if head is None:  # no epoch row: read the usual way
+            return False, None
         member_id, revision, epoch = head
         principal = self.credentials.get(key, epoch)
-        with self._lock:
-            answer = self._answers.get(public_id)
-        if principal is None or answer is None or answer.revision != revision:
+        if principal is None:
             return False, None
+        if member_id is None:
+            return True, None
         try:
             require(principal, Right.jobs_read, member_id)
         except DomainError:
             return True, None
+        with self._lock:
+            answer = self._answers.get(public_id)
+        if answer is None or answer.revision != revision:
+            return False, None
         return True, answer.body
 
     def _fresh(self, scope: Scope, public_id: str, key: str) -> bytes | None:
@@ -137,25 +144,35 @@ class JobReads:
             if head is None:
                 return None
             try:
-                principal, revision, body = self._build(conn, scope, public_id)
+                principal, built = self._build(conn, scope, public_id)
             except DomainError:
                 return None  # the route answers it, as a problem
             conn.commit()  # a token's last use may have been stamped
+        # kept even when the job is refused: the caller's next refusals (an unknown id and
+        # another member's job alike) are then decided from the caches, without a build
         self.credentials.put(key, principal, head[2], read_at=now)
+        if built is None:
+            return None
         with self._lock:
-            self._answers[public_id] = _Answer(revision, body)
-        return body
+            self._answers[public_id] = built
+        return built.body
 
     def _build(self, conn: Connection, scope: Scope, public_id: str
-               ) -> tuple[Principal, int, bytes]:
-        """Authentication and the job's detail, as the route does them. The revision is read
-        with the job's row, the events after it: a newer event only makes the label older."""
+               ) -> tuple[Principal, _Answer | None]:
+        """Authentication and the job's detail (None if refused), as the route does them. The
+        revision is read with the job's row, the events after it: a newer event only makes the
+        label older."""
         with Session(bind=conn, expire_on_commit=False) as session:
             principal = authenticate(Request(scope), session, self.settings)
-            job = repository.visible_job(session, principal, public_id, Right.jobs_read)
-            body = job_detail(job, repository.events_of(session, job.id)).model_dump_json()
+            try:
+                job = repository.visible_job(session, principal, public_id, Right.jobs_read)
+            except DomainError:
+                session.commit()
+                return principal, None
+            body = job_detail(job, repository.events_of(session, job.id),
+                              repository.tasks_of(session, job)).model_dump_json()
             session.commit()
-            return principal, job.revision, body.encode()
+            return principal, _Answer(job.revision, body.encode())
 
 
 class JobReadPath:

@@ -48,6 +48,14 @@ class Credentials:
             return None
         return credential.principal
 
+    def known(self, key: str) -> bool:
+        """Whether a principal is kept for `key` and still young, whatever the epoch: its token
+        was good less than PRINCIPAL_LIFETIME ago. Enough to read its request's body, never to
+        authorize anything (that is get())."""
+        with self._lock:
+            credential = self._kept.get(key)
+        return credential is not None and utcnow() < credential.until
+
     def put(self, key: str, principal: Principal, epoch: int, *, read_at: datetime) -> None:
         """Keep `principal`, authenticated at `read_at` in a transaction that read `epoch` first
         (so it is never labelled newer than what it was read from)."""

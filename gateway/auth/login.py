@@ -42,7 +42,7 @@ def _issue(settings: Settings, user_id: int, refresh_token: str) -> IssuedTokens
     )
 
 
-def login_with_password(
+def check_password(
     database: Database,
     settings: Settings,
     *,
@@ -50,9 +50,11 @@ def login_with_password(
     password: str,
     context: RequestContext,
     now: datetime | None = None,
-) -> IssuedTokens:
-    """Tokens for a right email and password. Unknown email and wrong password take the same
-    path, the same time and the same answer; a throttled attempt never reaches argon2."""
+) -> int:
+    """The id of the active account with this email and password. Unknown email and wrong
+    password take the same path, the same time and the same answer; a throttled attempt never
+    reaches argon2. Runs its own transactions: call it with none of the caller's open (SQLite
+    would wait on the caller's own write lock)."""
     now = now or utcnow()
     policy = settings.login_throttle
     normalized = email.strip().lower()
@@ -88,11 +90,28 @@ def login_with_password(
         throttle.attempt_succeeded(session, policy, email=normalized,
                                    address=context.client_addr, now=now)
         throttle.prune(session, policy, now)
-        refresh = tokens.issue_refresh_token(session, user.id, ttl=settings.refresh_token_ttl,
+        return user.id
+
+
+def login_with_password(
+    database: Database,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    context: RequestContext,
+    now: datetime | None = None,
+) -> IssuedTokens:
+    """Tokens for a right email and password (see check_password)."""
+    now = now or utcnow()
+    user_id = check_password(database, settings, email=email, password=password,
+                             context=context, now=now)
+    with database.transaction() as session:
+        refresh = tokens.issue_refresh_token(session, user_id, ttl=settings.refresh_token_ttl,
                                              now=now)
-        audit.record(session, actor=user.email, action="auth.login", target_type="user",
-                     target_id=user.id, context=context)
-    return _issue(settings, user.id, refresh)
+        audit.record(session, actor=session.get_one(User, user_id).email, action="auth.login",
+                     target_type="user", target_id=user_id, context=context)
+    return _issue(settings, user_id, refresh)
 
 
 def refresh_session(

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from consortium.authz import Scope
+from consortium.bounds import Id, WithinCalendar
 from consortium.models import MemberStatus, Role
 from consortium.schemas import Name
 
@@ -26,11 +27,12 @@ class PersonalTokenCreate(BaseModel):
 
     name: Annotated[Name, Field(max_length=100)]
     scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
-    member_id: int | None = Field(
+    member_id: Id | None = Field(
         default=None, description="confine the token to one of your members"
     )
     expires_in_days: int | None = Field(default=None, ge=1, le=365)
-    expires_at: datetime | None = Field(default=None, description="at most a year ahead")
+    expires_at: Annotated[datetime, WithinCalendar] | None = Field(
+        default=None, description="at most a year ahead")
 
     @model_validator(mode="after")
     def _one_expiry(self) -> Self:
@@ -74,6 +76,7 @@ class MeOut(BaseModel):
     name: str
     is_admin: bool
     memberships: list[MembershipOut]
-    scopes: list[Scope] = Field(description="what the credential of this request allows")
+    scopes: list[Scope] = Field(description="the scopes the credential of this request holds: "
+                                "its own, within what your roles (or admin flag) allow")
     via: str = Field(description="session, pat or oidc")
     token_member_id: int | None = None

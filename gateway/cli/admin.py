@@ -226,7 +226,7 @@ def user_create(
     admin: Annotated[bool, typer.Option("--admin", help="A consortium administrator.")] = False,
     password: Annotated[str, typer.Option(
         prompt=True, hide_input=True, confirmation_prompt=True,
-        help="At least 12 characters (asked for when not given).")] = "",
+        help="At least 12 characters, hard to guess (asked for when not given).")] = "",
 ) -> None:
     """Create an account with no membership (people of members come through invitations)."""
     data = _parse(UserCreate, email=email, name=name, password=password, is_admin=admin)

@@ -1,5 +1,5 @@
-"""Tables of the job domain: jobs and their state history, templates and their versions,
-idempotency records of submissions, and the tracker's per-cluster lease."""
+"""Tables of the job domain: jobs, their state history and (arrays) their tasks, templates and
+their versions, idempotency records of submissions, and the tracker's per-cluster lease."""
 
 from __future__ import annotations
 
@@ -80,6 +80,9 @@ class Job(Base):
     # goes to Slurm's --comment: how a job whose submission went unanswered is found again
     marker: Mapped[str] = mapped_column(String(120), unique=True)
     scheduler_id: Mapped[str | None] = mapped_column(String(64))
+    # how many jobs Slurm runs for it: an array's tasks (job_tasks), else 1; the member's cap
+    # on active jobs sums it
+    task_count: Mapped[int] = mapped_column(Integer, server_default="1")
 
     # what was asked
     partition: Mapped[str] = mapped_column(String(64))
@@ -136,6 +139,12 @@ class Job(Base):
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="job", lazy="raise", order_by="JobEvent.id")
 
+    @property
+    def array(self) -> str | None:
+        """The array's canonical spec (`0-5%2`), None for a single job."""
+        spec = self.resources.get("array")
+        return spec if isinstance(spec, str) else None
+
 
 class JobEvent(Base):
     """One state change of a job, append-only; the id orders them (SSE's Last-Event-ID)."""
@@ -151,6 +160,34 @@ class JobEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="events", lazy="raise")
+
+
+class JobTask(Base):
+    """One task of a job array as the tracker followed it, from its first sight on the cluster
+    to its settlement (charge and refund set once it has ended). Any change bumps the job's
+    revision (triggers of migration 0006), like a new event."""
+
+    __tablename__ = "job_tasks"
+    __table_args__ = (UniqueConstraint("job_id", "task_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(Integer)  # SLURM_ARRAY_TASK_ID
+    scheduler_id: Mapped[str] = mapped_column(String(64))  # `123_4`
+    state: Mapped[JobState] = mapped_column(enum_column(JobState, "task_state"),
+                                            default=JobState.pending)
+    raw_state: Mapped[str | None] = mapped_column(String(64))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    signal: Mapped[int | None] = mapped_column(Integer)
+    elapsed_seconds: Mapped[int | None] = mapped_column(Integer)
+    alloc_cpus: Mapped[int | None] = mapped_column(Integer)
+    alloc_gpus: Mapped[int | None] = mapped_column(Integer)
+    alloc_mem_mb: Mapped[int | None] = mapped_column(Integer)
+    node_list: Mapped[str | None] = mapped_column(String(500))
+    charge_msu: Mapped[int | None] = mapped_column(BigInteger)
+    refund_msu: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class JobTemplate(Base):

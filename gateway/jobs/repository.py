@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, defer
 
 from consortium.authz import Principal, Scope, member_ids_for, require
 from consortium.errors import NotFound
-from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
+from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState, JobTask
 
 # The statements of the hottest reads, built once: building one costs more than running it
 # (SQLAlchemy caches the compiled SQL, not the construction of the statement object).
 _JOB_BY_PUBLIC_ID = select(Job).where(Job.public_id == bindparam("public_id"))
+_JOB_IN_MEMBERS = _JOB_BY_PUBLIC_ID.where(
+    Job.member_id.in_(bindparam("member_ids", expanding=True)))
 _EVENTS_AFTER = (select(JobEvent)
                  .where(JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after_id"))
                  .order_by(JobEvent.id))
@@ -24,12 +27,18 @@ _EVENTS_AFTER = (select(JobEvent)
 
 def visible_job(session: Session, principal: Principal, public_id: str, scope: Scope, *,
                 for_update: bool = False) -> Job:
-    """The job, if the principal may act on it with `scope`; another member's job is 404."""
-    stmt = _JOB_BY_PUBLIC_ID.with_for_update() if for_update else _JOB_BY_PUBLIC_ID
-    job = session.scalars(stmt, {"public_id": public_id}).first()
+    """The job, if the principal may act on it with `scope`. A job of a member the principal
+    cannot see is not even read: it is missing from the same query, the same 404."""
+    params: dict[str, object]
+    if principal.acts_as_admin:
+        stmt, params = _JOB_BY_PUBLIC_ID, {"public_id": public_id}
+    else:
+        stmt, params = _JOB_IN_MEMBERS, {"public_id": public_id,
+                                         "member_ids": sorted(principal.visible_member_ids())}
+    job = session.scalars(stmt.with_for_update() if for_update else stmt, params).first()
     if job is None:
         raise NotFound(f"no job {public_id}")
-    require(principal, scope, job.member_id)
+    require(principal, scope, job.member_id)  # a member it sees: 403 if its role falls short
     return job
 
 
@@ -72,6 +81,30 @@ def list_jobs(session: Session, principal: Principal, filters: JobFilters, *,
 
 def events_of(session: Session, job_id: int, *, after_id: int = 0) -> list[JobEvent]:
     return list(session.scalars(_EVENTS_AFTER, {"job_id": job_id, "after_id": after_id}))
+
+
+_TASKS = (select(JobTask).where(JobTask.job_id == bindparam("job_id"))
+          .order_by(JobTask.task_id))
+
+
+def tasks_of(session: Session, job: Job) -> list[JobTask]:
+    """An array's task rows by task id; none (and no query) for a single job."""
+    if job.array is None:
+        return []
+    return list(session.scalars(_TASKS, {"job_id": job.id}))
+
+
+def task_counts(session: Session, jobs: Sequence[Job]) -> dict[int, dict[str, int]]:
+    """The arrays' tasks counted by state, by job id, in one query (none without arrays)."""
+    arrays = [job.id for job in jobs if job.array is not None]
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    if arrays:
+        for job_id, state, count in session.execute(
+                select(JobTask.job_id, JobTask.state, func.count())
+                .where(JobTask.job_id.in_(arrays))
+                .group_by(JobTask.job_id, JobTask.state).order_by(JobTask.state)):
+            counts[job_id][state.value] = count
+    return counts
 
 
 def tracked_jobs(session: Session, cluster: str) -> list[Job]:

@@ -15,9 +15,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
+from consortium.bounds import Id
+from gateway.jobs.arrays import parse_array
 from gateway.jobs.models import JobState
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -66,25 +69,68 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ResourcesIn(_In):
-    """What the job asks for; each bound is checked against its partition as well."""
+# each bound of a resource, written once for the request and the resolved resources
+Partition = Annotated[str, Field(pattern=PARTITION_PATTERN)]
+Nodes = Annotated[int, Field(ge=1, le=10_000)]
+Ntasks = Annotated[int, Field(ge=1, le=1_000_000)]
+CpusPerTask = Annotated[int, Field(ge=1, le=10_000)]
+Gpus = Annotated[int, Field(ge=0, le=10_000, description="GPUs of the whole job")]
+MemMb = Annotated[int, Field(ge=1, le=1024 ** 3, description=(
+    "memory of the whole job, in MiB (rounded up to a multiple of `nodes`: Slurm gives memory "
+    "per node)"))]
+TimeLimit = Annotated[int, Field(ge=1, le=366 * 24 * 60)]
 
-    partition: str = Field(pattern=PARTITION_PATTERN)
-    nodes: int = Field(1, ge=1, le=10_000)
-    ntasks: int = Field(1, ge=1, le=1_000_000)
-    cpus_per_task: int = Field(1, ge=1, le=10_000)
-    gpus: int = Field(0, ge=0, le=10_000)
-    mem_mb: int = Field(ge=1, le=1024 ** 3, description="memory of the whole job, in MiB")
-    time_limit_minutes: int = Field(ge=1, le=366 * 24 * 60)
+
+class ResourcesIn(_In):
+    """What the job asks for, resolved (the request's fields over the script's `#SBATCH`
+    lines); each bound is checked against its partition as well."""
+
+    partition: Partition
+    nodes: Nodes = 1
+    ntasks: Ntasks = 1
+    cpus_per_task: CpusPerTask = 1
+    gpus: Gpus = 0
+    mem_mb: MemMb
+    time_limit_minutes: TimeLimit
+    array: str | None = Field(
+        None, max_length=4000, description="a job array: task ids, ranges and steps, and `%N` "
+        "tasks at once at most (`0-15:2%4`); each task gets these resources",
+        examples=["0-9%2"])
 
     @property
     def cpus(self) -> int:
         return self.ntasks * self.cpus_per_task
 
+    @property
+    def tasks(self) -> int:
+        """How many jobs Slurm runs for this request: the array's tasks, else one."""
+        return parse_array(self.array).tasks if self.array is not None else 1
 
+    @field_validator("array")
+    @classmethod
+    def _array(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_array(value))
+
+
+class ResourcesRequest(_In):
+    """Resources as a submission gives them: any field left out is taken from the script's
+    `#SBATCH` lines, else its default."""
+
+    partition: Partition | None = None
+    nodes: Nodes | None = None
+    ntasks: Ntasks | None = None
+    cpus_per_task: CpusPerTask | None = None
+    gpus: Gpus | None = None
+    mem_mb: MemMb | None = None
+    time_limit_minutes: TimeLimit | None = None
+    array: str | None = Field(None, max_length=4000, description="as in the resolved resources")
+
+
+JobName = Annotated[str, StringConstraints(min_length=1, max_length=100,
+                                           pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 _PROJECT_PATH = r"^[a-z0-9][a-z0-9-]{0,63}/[a-z0-9][a-z0-9-]{0,63}$"
 ProjectRef = Annotated[
-    int | Annotated[str, StringConstraints(pattern=_PROJECT_PATH)],
+    Id | Annotated[str, StringConstraints(pattern=_PROJECT_PATH)],
     Field(description="the project's id, or `member-slug/project-slug`"),
 ]
 
@@ -94,12 +140,15 @@ class JobCreate(_In):
 
     project: ProjectRef
     cluster: str | None = Field(None, description="default: the first configured cluster")
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    name: JobName | None = Field(None, description="default: the script's `#SBATCH --job-name`, "
+                                 "else the template's slug, else `job`")
     script: str | None = Field(None, min_length=1, max_length=MAX_SCRIPT_BYTES)
     template: str | None = Field(None, pattern=SLUG_PATTERN)
-    template_version: int | None = Field(None, ge=1, description="default: the latest")
+    template_version: Id | None = Field(None, description="default: the latest")
     parameters: dict[str, int | float | bool | str] | None = None
-    resources: ResourcesIn
+    resources: ResourcesRequest | None = Field(None, description=(
+        "each field given wins over the script's `#SBATCH` line for it; `partition`, `mem_mb` "
+        "and `time_limit_minutes` are needed from one or the other"))
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=200)
     workdir: RelativePath = Field("", description="inside the member's work directory")
 
@@ -141,6 +190,25 @@ class TemplateRef(BaseModel):
     version: int
 
 
+class TaskOut(BaseModel):
+    """One task of a job array."""
+
+    task_id: int = Field(description="SLURM_ARRAY_TASK_ID; `GET .../output?task=` reads its "
+                                     "output")
+    scheduler_id: str = Field(examples=["123_4"])
+    state: JobState
+    exit_code: int | None
+    signal: int | None
+    elapsed_seconds: int | None
+    charge_msu: int | None
+    refund_msu: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    allocated: Allocated
+    stdout_path: str
+    stderr_path: str
+
+
 class JobOut(BaseModel):
     """A job as the database knows it (reads never wait on the cluster)."""
 
@@ -176,11 +244,19 @@ class JobOut(BaseModel):
     cancel_requested: bool
     allocated: Allocated
     energy: Energy
+    array: str | None = Field(description="a job array's spec (resources.array), else null")
+    tasks: dict[str, int] | None = Field(
+        description="an array's tasks counted by state, else null; the job is running while "
+                    "any task runs, pending while any waits, and ends when all have ended",
+        examples=[{"pending": 3, "running": 1, "completed": 2}])
 
 
 class JobDetail(JobOut):
     script: str
     events: list[JobEventOut]
+    array_tasks: list[TaskOut] = Field(
+        description="an array's tasks as the tracker follows them (empty until it has seen "
+                    "them on the cluster, and for a single job)")
 
 
 class OutputStream(StrEnum):
@@ -194,7 +270,9 @@ class OutputOut(BaseModel):
     next_offset: int = Field(description="pass as `offset` to read on")
     size: int = Field(description="the file's size when read")
     data: str = Field(description="UTF-8 text (invalid bytes replaced)")
-    complete: bool = Field(description="the job has ended and everything was read")
+    complete: bool = Field(description="the job (an array's task) has ended and everything "
+                                       "was read")
+    task: int | None = Field(None, description="the array task whose output this is")
 
 
 # --- templates ------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from consortium.errors import Conflict, DomainError, NotFound, PermissionDenied
 from consortium.models import ClusterIdentity, Member, Outcome, Project, ProjectStatus
 from consortium.service import get_member
 from gateway.db import Database
-from gateway.jobs import idempotency, repository, templates
+from gateway.jobs import directives, idempotency, repository, templates
+from gateway.jobs.arrays import parse_array
 from gateway.jobs.clusters import Cluster, Clusters, identity_for
 from gateway.jobs.config import JobsSettings
 from gateway.jobs.errors import (
@@ -47,7 +48,8 @@ from gateway.jobs.errors import (
     SubmissionRejected,
     TooManyActiveJobs,
 )
-from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
+from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState, JobTask
+from gateway.jobs.resolve import Resolved, resolve, resolve_rendered
 from gateway.jobs.schemas import JobCreate, JobDetail, OutputOut, OutputStream, ResourcesIn
 from gateway.jobs.transitions import first_event, transition
 from gateway.jobs.views import job_detail
@@ -55,7 +57,7 @@ from gateway.webhooks import service as webhooks
 from quotas import service as quotas
 from quotas.errors import QuotaExceeded
 from quotas.rates import Amounts
-from schedulers.base import Staged
+from schedulers.base import Staged, task_path
 from schedulers.config import PartitionConfig
 from schedulers.errors import (
     PathRefused,
@@ -104,16 +106,19 @@ def amounts_of(res: ResourcesIn) -> Amounts:
     return Amounts(gpus=res.gpus, cpus=res.cpus, mem_mb=res.mem_mb)
 
 
-def job_spec(request: JobCreate, public_id: str, cluster: str, account: str | None,
-             script: str) -> JobSpec:
-    """What the scheduler is sent for a job; its output files are named by the job's id."""
-    workdir, res = request.workdir, request.resources
+def job_spec(request: JobCreate, resolved: Resolved, public_id: str, cluster: str,
+             account: str | None, *, script: str) -> JobSpec:
+    """What the scheduler is sent for a job: the script with its directive lines made comments
+    (every value sbatch could read there is on the command line), its output files named by
+    the job's id unless the script's `--output`/`--error` named them."""
+    workdir = request.workdir
     return JobSpec(
-        marker=marker_for(cluster, public_id), name=request.name, script=script,
-        account=account, resources=Resources(**res.model_dump()),
+        marker=marker_for(cluster, public_id), name=resolved.name,
+        script=directives.neutralised(script), account=account,
+        resources=Resources(**resolved.resources.model_dump()),
         environment=dict(request.environment), workdir=workdir,
-        stdout=posixpath.join(workdir, f"hpcgw-{public_id}.out"),
-        stderr=posixpath.join(workdir, f"hpcgw-{public_id}.err"),
+        stdout=posixpath.join(workdir, resolved.stdout or f"hpcgw-{public_id}.out"),
+        stderr=posixpath.join(workdir, resolved.stderr or f"hpcgw-{public_id}.err"),
     )
 
 
@@ -132,8 +137,9 @@ _ACCOUNT = (select(ClusterIdentity).where(ClusterIdentity.member_id == bindparam
 _REVISION = select(Job.revision).where(Job.id == bindparam("job_id"))
 _REVISION_LOCKED = _REVISION.add_columns(
     Job.project_id, webhooks.has_subscriptions(Job.project_id)).with_for_update(of=Job)
+# an array counts as its tasks: each is a job to Slurm
 _ACCOUNT_AND_ACTIVE_JOBS = _ACCOUNT.add_columns(
-    select(func.count()).select_from(Job)
+    select(func.coalesce(func.sum(Job.task_count), 0))
     .where(Job.member_id == bindparam("member_id"), Job.state.in_(list(ACTIVE_STATES)))
     .scalar_subquery())
 
@@ -176,8 +182,9 @@ def cluster_account(session: Session, member_id: int, cluster: str) -> ClusterId
 
 def account_and_active_jobs(session: Session, member_id: int,
                             cluster: str) -> tuple[ClusterIdentity, int]:
-    """The member's account on the cluster and its jobs not yet ended, in one statement (read
-    under the member's lock, so the count is that of the committed submissions)."""
+    """The member's account on the cluster and its jobs not yet ended (array tasks counted),
+    in one statement (read under the member's lock, so the count is that of the committed
+    submissions)."""
     found = session.execute(_ACCOUNT_AND_ACTIVE_JOBS,
                             {"member_id": member_id, "cluster": cluster}).first()
     if found is None:
@@ -255,7 +262,8 @@ class JobService:
 
     def _detail(self, session: Session, job_id: int) -> JobDetail:
         job = session.get_one(Job, job_id, populate_existing=True)
-        return job_detail(job, repository.events_of(session, job.id))
+        return job_detail(job, repository.events_of(session, job.id),
+                          repository.tasks_of(session, job))
 
     # --- submission ----------------------------------------------------------------------
 
@@ -281,13 +289,17 @@ class JobService:
         try:
             cluster = self.clusters.get(request.cluster)
             require(principal, Scope.jobs_write, route.member_id)
+            # a template's resources are known once it is rendered, after acceptance
+            resolved = resolve(request, request.script) if request.template is None else None
         except DomainError:
             return None
-        partition = cluster.config.partition(request.resources.partition)
-        if partition is None or partition_errors(partition, request.resources):
+        if resolved is None:
             return None
-        # the script is sent after acceptance (a template's is rendered then)
-        spec = job_spec(request, public_id, cluster.name, route.account,
+        partition = cluster.config.partition(resolved.resources.partition)
+        if partition is None or partition_errors(partition, resolved.resources):
+            return None
+        # the script is sent after acceptance
+        spec = job_spec(request, resolved, public_id, cluster.name, route.account,
                         script=request.script or "#!/bin/sh")
         try:
             return cluster.scheduler.stage(route.identity, spec)
@@ -353,7 +365,7 @@ class JobService:
         the outcome it shows."""
         if events is None:
             events = repository.events_of(session, job.id)
-        detail = job_detail(job, events)
+        detail = job_detail(job, events, repository.tasks_of(session, job))
         if idempotency_record is not None:
             idempotency.complete(session, idempotency_record, status,
                                  detail.model_dump(mode="json"))
@@ -383,6 +395,28 @@ class JobService:
             f"hold was released ({message})",
             retry_after=self.settings.retry_after_seconds, job=accepted.public_id) from exc
 
+    @staticmethod
+    def _resolved(session: Session, request: JobCreate, public_id: str
+                  ) -> tuple[Resolved, str, int | None, int | None]:
+        """The job's resources, name and output files, and its script: the request's own, or
+        its template rendered (with the template's id and version)."""
+        if request.template is None:
+            script = request.script or ""
+            return resolve(request, script), script, None, None
+        template, version = templates.get_version(session, request.template,
+                                                  request.template_version)
+        if not template.enabled:
+            raise Conflict(f"template {template.slug} is disabled")
+        values = templates.check_parameters(templates.parameter_specs(version),
+                                            request.parameters or {})
+        name = request.name or template.slug
+        resolved, script = resolve_rendered(
+            request, lambda resources: templates.render(
+                version.body, version.files, values,
+                templates.RenderTarget(public_id=public_id, name=name, resources=resources)),
+            default_name=name)
+        return resolved, script, template.id, version.version
+
     def _accept(self, session: Session, principal: Principal, request: JobCreate,
                 context: RequestContext, idempotency_record: int | None, *,
                 public_id: str | None = None, submitting: bool = False) -> Accepted:
@@ -396,12 +430,16 @@ class JobService:
         if project.status != ProjectStatus.active:
             raise Conflict(f"project {project.slug} is {project.status}; it takes no new jobs")
         cluster = self.clusters.get(request.cluster)
-        partition = cluster.config.partition(request.resources.partition)
+        public_id = public_id or new_public_id()
+        resolved, script, template_id, template_version = self._resolved(session, request,
+                                                                         public_id)
+        res = resolved.resources
+        partition = cluster.config.partition(res.partition)
         if partition is None:
             names = ", ".join(p.name for p in cluster.config.partitions)
             raise JobInputInvalid.at(("resources", "partition"),
                                      f"no such partition on {cluster.name}; it has: {names}")
-        errors = partition_errors(partition, request.resources)
+        errors = partition_errors(partition, res)
         if errors:
             raise JobInputInvalid(errors)
         account, active = account_and_active_jobs(session, member.id, cluster.name)
@@ -413,42 +451,33 @@ class JobService:
         if member.templates_only and request.template is None:
             raise PermissionDenied("this member may submit jobs from templates only "
                                    "(GET /api/v1/templates lists them)")
+        tasks = res.tasks
+        if res.array is not None and not cluster.scheduler.supports_arrays:
+            raise JobInputInvalid.at(("resources", "array"),
+                                     f"cluster {cluster.name} does not run job arrays")
         cap = member.max_active_jobs or self.settings.max_active_jobs_per_member
-        if active >= cap:
-            raise TooManyActiveJobs(f"this member has {active} jobs not yet ended, its cap is "
-                                    f"{cap}; wait for some to end or cancel some", cap=cap)
+        if active + tasks > cap:
+            adds = f"; this array adds {tasks}" if res.array is not None else ""
+            raise TooManyActiveJobs(f"this member has {active} jobs not yet ended (array tasks "
+                                    f"counted){adds}, its cap is {cap}; wait for some to end "
+                                    "or cancel some", cap=cap)
 
-        public_id = public_id or new_public_id()
-        res = request.resources
-        template_id = template_version = None
-        if request.template is not None:
-            template, version = templates.get_version(session, request.template,
-                                                      request.template_version)
-            if not template.enabled:
-                raise Conflict(f"template {template.slug} is disabled")
-            values = templates.check_parameters(templates.parameter_specs(version),
-                                                request.parameters or {})
-            script = templates.render(
-                version.body, version.files, values,
-                templates.RenderTarget(public_id=public_id, name=request.name,
-                                       resources=res.model_dump()))
-            template_id, template_version = template.id, version.version
-        else:
-            script = request.script or ""
         amounts = amounts_of(res)
         seconds = res.time_limit_minutes * 60
-        spec = job_spec(request, public_id, cluster.name, account.slurm_account, script)
+        spec = job_spec(request, resolved, public_id, cluster.name, account.slurm_account,
+                        script=script)
         job = Job(
             public_id=public_id, member_id=member.id, project_id=project.id,
-            user_id=principal.user_id, cluster=cluster.name, name=request.name,
+            user_id=principal.user_id, cluster=cluster.name, name=resolved.name,
             state=JobState.accepted, marker=spec.marker, created_at=utcnow(),
+            task_count=tasks,
             partition=partition.name, resources=res.model_dump(), script=script,
             template_id=template_id, template_slug=request.template,
             template_version=template_version, parameters=request.parameters,
             environment=spec.environment, workdir=spec.workdir,
             stdout_path=spec.stdout, stderr_path=spec.stderr,
             billing=partition.billing.model_dump(),
-            quote_msu=quotas.quote(partition.billing, amounts, seconds),
+            quote_msu=quotas.quote(partition.billing, amounts, seconds, tasks),
         )
         session.add(job)
         # the job, its events, hold and audit written by one flush (ids are not needed before)
@@ -457,7 +486,8 @@ class JobService:
             quotas.hold(session, quotas.JobRef(job_id=public_id, member_id=member.id,
                                                project_id=project.id, user_id=principal.user_id,
                                                cluster=cluster.name, partition=partition.name),
-                        partition.billing, amounts, seconds, actor=principal, new_job=True)
+                        partition.billing, amounts, seconds, actor=principal, new_job=True,
+                        tasks=tasks)
             record(session, actor=principal, action="job.submit", target_type="job",
                    target_id=public_id, member_id=member.id, context=context,
                    details={"cluster": cluster.name, "partition": partition.name,
@@ -572,49 +602,69 @@ class JobService:
                                                                 job.cluster))
         return job, cluster, identity
 
+    def _output_target(self, session: Session, principal: Principal, public_id: str,
+                       task: int | None) -> tuple[Job, Cluster, Identity, bool]:
+        """The job whose output is read (an array's: one task's, which must be named), and
+        whether that output is final."""
+        job, cluster, identity = self._target(session, principal, public_id, Scope.jobs_read)
+        _check_task(job, task)
+        return job, cluster, identity, _output_ended(session, job, task)
+
     async def read_output(self, principal: Principal, public_id: str, stream: OutputStream,
-                          offset: int, limit: int | None) -> OutputOut:
-        job, cluster, identity = await self._db(
-            lambda s: self._target(s, principal, public_id, Scope.jobs_read), write=False)
+                          offset: int, limit: int | None, *, task: int | None = None
+                          ) -> OutputOut:
+        job, cluster, identity, ended = await self._db(
+            lambda s: self._output_target(s, principal, public_id, task), write=False)
         return await self._read_chunk(job, cluster, identity, stream=stream, offset=offset,
-                                      limit=limit)
+                                      limit=limit, task=task, ended=ended)
 
     async def _read_chunk(self, job: Job, cluster: Cluster, identity: Identity, *,
-                          stream: OutputStream, offset: int, limit: int | None) -> OutputOut:
+                          stream: OutputStream, offset: int, limit: int | None,
+                          task: int | None, ended: bool) -> OutputOut:
         limit = min(limit or self.settings.output_default_limit, self.settings.output_max_limit)
         path = job.stdout_path if stream is OutputStream.stdout else job.stderr_path
-        ended = job.state.terminal
+        if task is not None:
+            path = task_path(path, task)
         if job.scheduler_id is None:
             return OutputOut(stream=stream, offset=offset, next_offset=offset, size=0, data="",
-                             complete=ended)
+                             complete=ended, task=task)
         try:
             chunk = await cluster.scheduler.read_output(identity, path, offset, limit)
         except SchedulerRejected:  # not written yet (the job has not started)
             return OutputOut(stream=stream, offset=offset, next_offset=offset, size=0, data="",
-                             complete=ended)
+                             complete=ended, task=task)
         except SchedulerError as exc:
             raise self._cluster_error(cluster, exc) from exc
         at_end = chunk.next_offset >= chunk.size
         text, used = decode_utf8(chunk.data, final=at_end and ended)
         next_offset = chunk.offset + used
         return OutputOut(stream=stream, offset=chunk.offset, next_offset=next_offset,
-                         size=chunk.size, data=text, complete=ended and next_offset >= chunk.size)
+                         size=chunk.size, data=text, complete=ended and next_offset >= chunk.size,
+                         task=task)
 
     async def follow_output(self, principal: Principal, public_id: str, stream: OutputStream,
-                            offset: int) -> AsyncIterator[OutputOut]:
-        """Chunks as the job writes them, until it has ended and all is read (or the stream's
-        time is up). The first read checks the caller's rights before anything is sent."""
-        _, cluster, identity = await self._db(
-            lambda s: self._target(s, principal, public_id, Scope.jobs_read), write=False)
-        return self._follow(public_id, cluster, identity, stream, offset)
+                            offset: int, *, task: int | None = None
+                            ) -> AsyncIterator[OutputOut]:
+        """Chunks as the job (an array's task) writes them, until it has ended and all is read
+        (or the stream's time is up). The first read checks the caller's rights (and the task)
+        before anything is sent."""
+        _, cluster, identity, _ = await self._db(
+            lambda s: self._output_target(s, principal, public_id, task), write=False)
+        return self._follow(public_id, cluster, identity, stream, offset, task=task)
 
     async def _follow(self, public_id: str, cluster: Cluster, identity: Identity,
-                      stream: OutputStream, offset: int) -> AsyncIterator[OutputOut]:
+                      stream: OutputStream, offset: int, *, task: int | None
+                      ) -> AsyncIterator[OutputOut]:
         deadline = anyio.current_time() + self.settings.stream_max_seconds
+
+        def read(session: Session) -> tuple[Job, bool]:
+            job = _job_by_public_id(session, public_id)
+            return job, _output_ended(session, job, task)
         while True:
-            job = await self._db(lambda s: _job_by_public_id(s, public_id), write=False)
+            job, ended = await self._db(read, write=False)
             chunk = await self._read_chunk(job, cluster, identity, stream=stream, offset=offset,
-                                           limit=self.settings.output_max_limit)
+                                           limit=self.settings.output_max_limit, task=task,
+                                           ended=ended)
             if chunk.data or chunk.complete:
                 yield chunk
             offset = chunk.next_offset
@@ -762,6 +812,31 @@ class JobService:
 
 def _job_by_public_id(session: Session, public_id: str) -> Job:
     return session.scalars(select(Job).where(Job.public_id == public_id)).one()
+
+
+def _check_task(job: Job, task: int | None) -> None:
+    """An array's output is read per task, named by `?task=`; a single job's has none."""
+    array = job.array
+    if array is None and task is None:
+        return
+    if array is None:
+        problem = "this job is not an array; leave `task` out"
+    elif task is None:
+        problem = f"this job is an array ({array}): name the task whose output to read"
+    elif task not in parse_array(array).task_ids:
+        problem = f"task {task} is not in the array {array}"
+    else:
+        return
+    raise JobInputInvalid([{"loc": ["query", "task"], "msg": problem, "type": "value_error"}])
+
+
+def _output_ended(session: Session, job: Job, task: int | None) -> bool:
+    """Whether the output being read is final: the job, or the array's task, has ended."""
+    if job.state.terminal or task is None:
+        return job.state.terminal
+    state = session.scalars(select(JobTask.state).where(JobTask.job_id == job.id,
+                                                        JobTask.task_id == task)).first()
+    return state is not None and state.terminal
 
 
 def decode_utf8(data: bytes, *, final: bool) -> tuple[str, int]:

@@ -6,9 +6,10 @@ once expired; every write of a cycle first checks the lease is still held, and e
 conditional on the state the cycle read, so even two trackers could not settle a job twice.
 
 A cycle makes one `states()` call (squeue) for all the cluster's queued jobs and at most one
-`accounting()` call (sacct) for those that left the queue or just started; jobs whose
-submission is in doubt are looked up by marker. While the cluster cannot be reached the loop
-backs off exponentially, up to a cap.
+`accounting()` call (sacct) for those that left the queue or just started (for an array: one
+of its tasks left the queue); jobs whose submission is in doubt are looked up by marker. Job
+arrays are followed task by task (gateway/jobs/tasks.py). While the cluster cannot be reached
+the loop backs off exponentially, up to a cap.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from consortium.audit import record
 from consortium.base import utcnow
 from consortium.models import ClusterIdentity
 from gateway.db import Database
-from gateway.jobs import repository
+from gateway.jobs import repository, tasks
+from gateway.jobs.arrays import parse_array
 from gateway.jobs.clusters import Cluster, Clusters, identity_for
 from gateway.jobs.config import JobsSettings
-from gateway.jobs.models import Job, JobState, TrackerLease
+from gateway.jobs.models import Job, JobState, JobTask, TrackerLease
 from gateway.jobs.transitions import transition
 from gateway.logging import log
 from gateway.settings import Settings
@@ -115,6 +117,16 @@ class Tracked:
     cancel_sent: bool
     pending_reason: str | None
     identity: Identity | None  # None: the member has no account there any more
+    array: str | None = None
+    task_count: int = 1
+    tasks: Mapping[int, JobState] = field(default_factory=dict)  # an array's, as stored
+
+    def open_tasks(self) -> list[int]:
+        """An array's tasks not yet ended (all, before the tracker first saw them)."""
+        if self.array is None:
+            return []
+        return [t for t in parse_array(self.array).task_ids
+                if not self.tasks.get(t, JobState.pending).terminal]
 
 
 @dataclass
@@ -138,6 +150,7 @@ class ClusterTracker:
         self.holder = holder or holder_name()
         self.clock = clock
         self._missing_since: dict[int, datetime] = {}  # queued jobs absent from squeue and sacct
+        self._tasks_missing_since: dict[tuple[int, int], datetime] = {}  # the same, array tasks
 
     @property
     def scheduler(self) -> Scheduler:
@@ -207,13 +220,21 @@ class ClusterTracker:
             ClusterIdentity.cluster == self.cluster.name,
             ClusterIdentity.member_id.in_(member_ids)))} if member_ids else {}
         identities = {m: identity_for(self.cluster.config, a) for m, a in accounts.items()}
+        arrays = [j.id for j in jobs if j.array is not None]
+        stored: dict[int, dict[int, JobState]] = {job_id: {} for job_id in arrays}
+        if arrays:
+            for job_id, task_id, state in session.execute(
+                    select(JobTask.job_id, JobTask.task_id, JobTask.state)
+                    .where(JobTask.job_id.in_(arrays))):
+                stored[job_id][task_id] = state
         return [Tracked(
             id=j.id, public_id=j.public_id, state=j.state, scheduler_id=j.scheduler_id,
             marker=j.marker, partition=j.partition, resources=j.resources, billing=j.billing,
             started_at=j.started_at, updated_at=j.updated_at,
             cancel_requested=j.cancel_requested_at is not None,
             cancel_sent=j.cancel_sent_at is not None, pending_reason=j.pending_reason,
-            identity=identities.get(j.member_id),
+            identity=identities.get(j.member_id), array=j.array, task_count=j.task_count,
+            tasks=stored.get(j.id, {}),
         ) for j in jobs]
 
     # --- queued jobs: one squeue, at most one sacct -----------------------------------------
@@ -225,20 +246,34 @@ class ClusterTracker:
             return
         statuses = await self.scheduler.states([sid for _, sid in queued])
         report.states_calls += 1
-        wanted = [sid for job, sid in queued if sid not in statuses
-                  or statuses[sid].state.terminal
-                  or (statuses[sid].state is ClusterState.running and job.started_at is None)]
+        wanted = [sid for job, sid in queued if _needs_accounting(job, sid, statuses)]
         records: Mapping[str, AccountingRecord] = {}
         if wanted:
             records = await self.scheduler.accounting(wanted)
             report.accounting_calls += 1
         now = self.clock()
         for job, sid in queued:
-            await self._observe(job, statuses.get(sid), records.get(sid), now, report)
+            if job.array is not None:
+                await self._observe_array(job, sid, statuses, records, now=now, report=report)
+            else:
+                await self._observe(job, statuses.get(sid), records.get(sid), now, report)
         known = {job.id for job, _ in queued}
         for job_id in list(self._missing_since):
             if job_id not in known:
                 del self._missing_since[job_id]
+        for key in list(self._tasks_missing_since):
+            if key[0] not in known:
+                del self._tasks_missing_since[key]
+
+    async def _observe_array(self, job: Tracked, sid: str, statuses: Mapping[str, JobStatus],
+                             records: Mapping[str, AccountingRecord], *, now: datetime,
+                             report: CycleReport) -> None:
+        seen = tasks.observe(job.id, sid, job.open_tasks(), statuses, records,
+                             now=now, missing_since=self._tasks_missing_since,
+                             grace=timedelta(seconds=self.settings.vanished_grace_seconds))
+        if tasks.needs_update(job.state, job.pending_reason, job.tasks, job.task_count, seen):
+            await self._apply(job, report, lambda s: tasks.update(
+                s, s.get_one(Job, job.id), seen, now=now, actor=ACTOR))
 
     async def _observe(self, job: Tracked, status: JobStatus | None,
                        accounting: AccountingRecord | None, now: datetime,
@@ -430,6 +465,17 @@ class ClusterTracker:
             self._fence(session)
             session.get_one(Job, job.id).cancel_sent_at = self.clock()
         await self._db(sent)
+
+
+def _needs_accounting(job: Tracked, sid: str, statuses: Mapping[str, JobStatus]) -> bool:
+    """Whether sacct must be read for the job: it left the queue or ended there, or started
+    (its start time); for an array, one of its tasks not yet ended left the queue or ended."""
+    if job.array is not None:
+        return any((status := statuses.get(f"{sid}_{task}")) is None or status.state.terminal
+                   for task in job.open_tasks())
+    status = statuses.get(sid)
+    return (status is None or status.state.terminal
+            or (status.state is ClusterState.running and job.started_at is None))
 
 
 def backoff(interval: float, failures: int, cap: float) -> float:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.jobs.models import Job, JobEvent
+from gateway.jobs.models import Job, JobEvent, JobTask
 from gateway.jobs.reasons import explain
 from gateway.jobs.schemas import (
     Allocated,
@@ -13,8 +13,11 @@ from gateway.jobs.schemas import (
     JobDetail,
     JobEventOut,
     JobOut,
+    TaskOut,
     TemplateRef,
 )
+from gateway.jobs.tasks import task_counts
+from schedulers.base import task_path
 
 
 def event_out(event: JobEvent) -> JobEventOut:
@@ -22,15 +25,42 @@ def event_out(event: JobEvent) -> JobEventOut:
                        to_state=event.to_state, detail=event.detail)
 
 
-def job_out(job: Job) -> JobOut:
-    return JobOut(**_fields(job))
+def task_out(job: Job, task: JobTask) -> TaskOut:
+    return TaskOut(
+        task_id=task.task_id, scheduler_id=task.scheduler_id, state=task.state,
+        exit_code=task.exit_code, signal=task.signal, elapsed_seconds=task.elapsed_seconds,
+        charge_msu=task.charge_msu, refund_msu=task.refund_msu, started_at=task.started_at,
+        ended_at=task.ended_at,
+        allocated=Allocated(nodes=1 if task.node_list else None, cpus=task.alloc_cpus,
+                            gpus=task.alloc_gpus, mem_mb=task.alloc_mem_mb,
+                            node_list=task.node_list),
+        stdout_path=task_path(job.stdout_path, task.task_id),
+        stderr_path=task_path(job.stderr_path, task.task_id))
 
 
-def job_detail(job: Job, events: Sequence[JobEvent]) -> JobDetail:
-    return JobDetail(**_fields(job), script=job.script, events=[event_out(e) for e in events])
+def job_out(job: Job, counts: Mapping[str, int]) -> JobOut:
+    """`counts`: an array's tasks by state as stored (repository.task_counts)."""
+    return JobOut(**_fields(job, counts))
 
 
-def _fields(job: Job) -> dict[str, Any]:
+def job_detail(job: Job, events: Sequence[JobEvent], tasks: Sequence[JobTask]) -> JobDetail:
+    """`tasks`: an array's rows (repository.tasks_of)."""
+    return JobDetail(**_fields(job, task_counts(t.state for t in tasks)), script=job.script,
+                     events=[event_out(e) for e in events],
+                     array_tasks=[task_out(job, t) for t in tasks])
+
+
+def _tasks(job: Job, counts: Mapping[str, int]) -> dict[str, int] | None:
+    """An array's tasks by state; before the tracker has seen them, all in the job's state
+    (pending while it is on its way)."""
+    if job.array is None:
+        return None
+    if counts:
+        return dict(counts)
+    return {(job.state.value if job.state.terminal else "pending"): job.task_count}
+
+
+def _fields(job: Job, counts: Mapping[str, int]) -> dict[str, Any]:
     template = (TemplateRef(slug=job.template_slug, version=job.template_version)
                 if job.template_slug is not None and job.template_version is not None else None)
     return {
@@ -49,4 +79,5 @@ def _fields(job: Job) -> dict[str, Any]:
         "allocated": Allocated(nodes=job.alloc_nodes, cpus=job.alloc_cpus, gpus=job.alloc_gpus,
                                  mem_mb=job.alloc_mem_mb, node_list=job.node_list),
         "energy": Energy(kwh=job.energy_kwh, source=job.energy_source, carbon_g=job.carbon_g),
+        "array": job.array, "tasks": _tasks(job, counts),
     }

@@ -1,11 +1,12 @@
-"""The invitation page: the link of an invitation mail, where the invitee sets a name and a
-password. Public like the API's accept route: the token in the URL is the credential, so the
-pages set no cookie, send no referrer and are never cached."""
+"""The invitation page: the link of an invitation mail, where the invitee creates an account
+(name and password) or signs in with the existing one to accept. Public like the API's accept
+route: the token in the URL is the invitation's credential, so the pages set no cookie, send no
+referrer and are never cached."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Request
 from fastapi import Path as PathParam
@@ -16,10 +17,15 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from consortium import service
-from consortium.errors import Conflict, DomainError, NotFound
+from consortium.authz import Principal
+from consortium.errors import DomainError, NotFound
+from consortium.models import User
 from consortium.schemas import MIN_PASSWORD_LENGTH, InvitationAccept
-from consortium.service import InvitationGone
-from gateway.api.deps import ContextDep, SessionDep
+from consortium.service import InvitationGone, InvitationNeedsSignIn
+from gateway.api.deps import ContextDep, DatabaseDep, SessionDep, SettingsDep
+from gateway.api.errors import status_for
+from gateway.auth import login
+from gateway.auth.principal import principal_for_user
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -47,13 +53,15 @@ def _page(request: Request, template: str, status: int = 200, **context: Any) ->
 
 
 def _invitation_form(request: Request, session: Session, token: str, *, status: int = 200,
-                     error: str | None = None, name: str = "") -> HTMLResponse:
+                     error: str | None = None, name: str = "",
+                     email: str | None = None) -> HTMLResponse:
     try:
         preview = service.preview_invitation(session, token)
     except DomainError as exc:
         return _unusable(request, exc)
     return _page(request, "invitation.html", status, invitation=preview, error=error,
-                 name=name, min_length=MIN_PASSWORD_LENGTH)
+                 name=name, email=preview.email if email is None else email,
+                 min_length=MIN_PASSWORD_LENGTH)
 
 
 def _unusable(request: Request, error: DomainError) -> HTMLResponse:
@@ -66,39 +74,63 @@ def _unusable(request: Request, error: DomainError) -> HTMLResponse:
 
 @router.get("/invitations/{token}", response_class=HTMLResponse)
 def invitation_page(*, request: Request, token: Token, session: SessionDep) -> HTMLResponse:
-    """Who invites the visitor, with which role, and the form to accept."""
+    """Who invites the visitor, with which role, and the two ways to accept."""
     return _invitation_form(request, session, token)
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:].rstrip(".") + "."
+
+
 def _parse(name: str, password: str, confirmation: str) -> InvitationAccept | str:
-    """The service's input, or what is wrong with the form."""
-    if not (name or password or confirmation):
-        return InvitationAccept()  # an account with this email exists: nothing to set
+    """The service's input for a new account, or what is wrong with the form."""
     if password != confirmation:
         return "The password and its confirmation differ."
     try:
         return InvitationAccept(name=name, password=password)
-    except ValidationError:
+    except ValidationError as exc:
+        weak = [e["msg"] for e in exc.errors() if e["type"] == "weak_password"]
+        if weak:
+            return _sentence(weak[0])
         return f"Give a name and a password of at least {MIN_PASSWORD_LENGTH} characters."
+
+
+# The page's words for the service's refusal of a new account (see SIGN_IN_OR_CREATE).
+SIGN_IN_BELOW = ("No new account can be made for this email here. If it already has an "
+                 "account, sign in with it below to accept.")
 
 
 @router.post("/invitations/{token}", response_class=HTMLResponse)
 def accept_invitation(*, request: Request, token: Token, session: SessionDep,
-                      context: ContextDep, name: Annotated[str, Form(max_length=200)] = "",
+                      database: DatabaseDep, settings: SettingsDep, context: ContextDep,
+                      intent: Annotated[Literal["create", "sign_in"], Form()] = "create",
+                      name: Annotated[str, Form(max_length=200)] = "",
+                      email: Annotated[str, Form(max_length=320)] = "",
                       password: Annotated[str, Form(max_length=1024)] = "",
                       confirmation: Annotated[str, Form(max_length=1024)] = "",
                       ) -> HTMLResponse:
-    """Accept through the service (audited as the API's accept); on an error the form again,
-    without the password."""
-    data, status = _parse(name, password, confirmation), 422
-    if isinstance(data, InvitationAccept):
-        try:
-            user = service.accept_invitation(session, token, data, context=context)
-        except DomainError as exc:
-            session.rollback()  # nothing of a refused acceptance is committed
-            if isinstance(exc, InvitationGone | NotFound):
-                return _unusable(request, exc)
-            data, status = str(exc), 409 if isinstance(exc, Conflict) else 422
+    """Create the account, or sign in and join with it, through the service (audited as the
+    API's accept); on an error the form again, without the password."""
+    signed_in: Principal | None = None
+    try:
+        if intent == "sign_in":
+            # first, before the request's session is used: the sign-in commits its own
+            # transactions (throttle, audit), which on SQLite would wait on that session's lock
+            user_id = login.check_password(database, settings, email=email, password=password,
+                                           context=context)
+            signed_in = principal_for_user(session, session.get_one(User, user_id))
+            data: InvitationAccept | str = InvitationAccept()
         else:
-            return _page(request, "accepted.html", email=user.email)
-    return _invitation_form(request, session, token, status=status, error=data, name=name)
+            data = _parse(name, password, confirmation)
+        if isinstance(data, str):
+            return _invitation_form(request, session, token, status=422, error=data, name=name)
+        user, _ = service.accept_invitation(session, token, data, signed_in=signed_in,
+                                            context=context)
+    except DomainError as exc:
+        session.rollback()  # nothing of a refused acceptance is committed
+        if isinstance(exc, InvitationGone | NotFound):
+            return _unusable(request, exc)
+        error = SIGN_IN_BELOW if isinstance(exc, InvitationNeedsSignIn) else _sentence(str(exc))
+        return _invitation_form(request, session, token, status=status_for(exc), error=error,
+                                name=name, email=email if intent == "sign_in" else None)
+    return _page(request, "accepted.html", email=user.email)

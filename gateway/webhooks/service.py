@@ -51,7 +51,8 @@ async def check_target(url: str, config: WebhookSettings) -> None:
         with anyio.fail_after(config.timeout_seconds):
             await targets.resolve(url, targets.TargetPolicy.of(config))
     except TimeoutError:
-        raise targets.TargetRefused("the host name cannot be resolved in time") from None
+        # parsed before the lookup timed out; a slow name reads as any other refused one
+        raise targets.TargetRefused(targets.not_public(targets.parse(url).host)) from None
 
 
 def create(session: Session, principal: Principal, member: Member, project: Project, *,

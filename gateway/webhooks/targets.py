@@ -152,18 +152,23 @@ def check(destination: Destination, addresses: Iterable[str], policy: TargetPoli
     """Every address the name resolves to must be allowed; the first is the one used."""
     found = list(dict.fromkeys(a.split("%", 1)[0] for a in addresses))
     if not found:
-        raise TargetRefused(f"'{destination.host}' does not resolve to any address")
+        raise TargetRefused(not_public(destination.host))
     literal = _literal(destination.host) is not None
     if not (policy.allow_private or destination.host in policy.hosts):
         for text in found:
             address = ip_address(text)
             why = refusal(address)
             if why is not None and not policy.address_allowed(address):
-                # a resolved address is not named: the answer must not map internal DNS
                 raise TargetRefused(
                     f"'{destination.host}' is not a public address ({why})" if literal else
-                    f"'{destination.host}' resolves to an address that is not public")
+                    not_public(destination.host))
     return Target(destination, found[0])
+
+
+def not_public(host: str) -> str:
+    """The one refusal of a host name, whether it does not resolve or resolves to an address
+    that is not public: telling them apart would map the internal DNS for the caller."""
+    return f"'{host}' does not resolve to public addresses only"
 
 
 def _addresses(infos: Iterable[tuple[Any, Any, Any, Any, tuple[Any, ...]]]) -> list[str]:
@@ -181,5 +186,5 @@ async def resolve(url: str, policy: TargetPolicy) -> Target:
         infos = await anyio.getaddrinfo(destination.host, destination.port,
                                         type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
-        raise TargetRefused(f"'{destination.host}' cannot be resolved") from None
+        raise TargetRefused(not_public(destination.host)) from None
     return check(destination, _addresses(infos), policy)

@@ -89,7 +89,7 @@ class PySlurmScheduler(Scheduler):
         desc = self._slurm.JobSubmitDescription(
             name=f"{JOB_NAME_PREFIX}{spec.name}", comment=spec.marker, script=spec.script,
             partitions=r.partition, nodes=r.nodes, ntasks=r.ntasks,
-            cpus_per_task=r.cpus_per_task, memory_per_node=r.mem_mb,
+            cpus_per_task=r.cpus_per_task, memory_per_node=r.mem_mb_per_node,
             time_limit=r.time_limit_minutes, account=spec.account,
             user_id=account.pw_uid, group_id=account.pw_gid,
             working_directory=confine(identity.work_root, spec.workdir),
@@ -97,7 +97,7 @@ class PySlurmScheduler(Scheduler):
             standard_error=confine(identity.work_root, spec.stderr).replace("%", "%%"),
             environment=dict(spec.environment))
         if r.gpus:
-            desc.gres_per_node = f"gpu:{r.gpus}"
+            desc.gpus = r.gpus  # the job's; gres_per_node would multiply by the nodes
         return str(desc.submit())
 
     async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:

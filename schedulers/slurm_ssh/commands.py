@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schedulers.base import JOB_NAME_PREFIX
+from schedulers.base import JOB_NAME_PREFIX, task_path
 from schedulers.errors import (
     PathRefused,
     SchedulerError,
@@ -64,12 +64,40 @@ def _rows(result: Result, fields: int) -> list[list[str]]:
     return rows
 
 
+_TASK_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
+
+
+def _job_ids(job_id: str, wanted: set[str]) -> list[str]:
+    """The ids a line of squeue or sacct stands for, if its job is wanted: the job's own
+    (`123`, `123_4`), or each task of a pending range (`123_[5-9,12%2]` -> `123_5`...)."""
+    parent, _, tasks = job_id.partition("_")
+    if parent not in wanted:
+        return []
+    if not tasks.startswith("["):
+        return [job_id]
+    ids: list[str] = []
+    for part in tasks.strip("[]").partition("%")[0].split(","):
+        found = _TASK_RANGE.match(part)
+        if found is None:
+            raise SchedulerError(f"unexpected Slurm array task list: {job_id!r}")
+        first = int(found[1])
+        last, step = int(found[2] or first), int(found[3] or 1)
+        ids.extend(f"{parent}_{task}" for task in range(first, last + 1, step))
+    return ids
+
+
 def _slurm_path(path: str) -> str:
     """A literal path for --output/--error: Slurm expands %x patterns there (%% is a literal %)
     and a backslash turns expansion off and is dropped, so it cannot be passed at all."""
     if "\\" in path:
         raise PathRefused(f"{path!r}: Slurm cannot take a backslash in an output path")
     return path.replace("%", "%%")
+
+
+def _output(path: str, array: str | None) -> str:
+    """--output/--error: the literal path, or for an array one file per task (`_%a`, Slurm's
+    task id, added after the path's own `%` were escaped)."""
+    return _slurm_path(path) if array is None else task_path(_slurm_path(path), "%a")
 
 
 def _no_control(value: str, what: str) -> str:
@@ -112,15 +140,18 @@ class Sbatch:
             f"--nodes={r.nodes}",
             f"--ntasks={r.ntasks}",
             f"--cpus-per-task={r.cpus_per_task}",
-            f"--mem={r.mem_mb}M",
+            f"--mem={r.mem_mb_per_node}M",
             f"--time={r.time_limit_minutes}",
             f"--chdir={chdir}",
-            f"--output={_slurm_path(out)}",
-            f"--error={_slurm_path(err)}",
+            f"--output={_output(out, r.array)}",
+            f"--error={_output(err, r.array)}",
             "--export=NONE",
+            "--ignore-pbs",  # no #PBS/#BSUB line of the script is translated to an option
         ]
+        if r.array is not None:
+            argv.append(f"--array={_no_control(r.array, 'array')}")
         if r.gpus:
-            argv.append(f"--gres=gpu:{r.gpus}")
+            argv.append(f"--gpus={r.gpus}")  # the job's; --gres=gpu:N would be per node
         if s.account:
             argv.append(f"--account={_no_control(s.account, 'account')}")
         return argv
@@ -164,7 +195,8 @@ class Sbatch:
 @dataclass(frozen=True)
 class Squeue:
     """States of the given jobs as the controller knows them (including those that ended in
-    the last MinJobAge seconds); array tasks one per line."""
+    the last MinJobAge seconds). Array tasks one per line (`--array`): `123_4`; an array's
+    pending tasks may still share one line, `123_[5-9%2]`, read as one status per task."""
 
     scheduler_ids: Sequence[str]
 
@@ -180,9 +212,9 @@ class Squeue:
             raise slurm_error(result, command="squeue")
         wanted = set(self.scheduler_ids)
         states = {}
-        for job_id, raw, reason in _rows(result, 3):
-            if job_id in wanted:
-                state = job_state(raw)
+        for line_id, raw, reason in _rows(result, 3):
+            state = job_state(raw)
+            for job_id in _job_ids(line_id, wanted):
                 states[job_id] = JobStatus(
                     scheduler_id=job_id, state=state, raw_state=raw,
                     reason=reason if state == JobState.pending and reason != "None" else None)
@@ -196,7 +228,10 @@ SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "Submit", "Start", "En
 
 @dataclass(frozen=True)
 class Sacct:
-    """Accounting of the given jobs (allocations only, -X), times as epoch seconds."""
+    """Accounting of the given jobs (allocations only, -X), times as epoch seconds. An array's
+    tasks each have a line once started (`123_4`; JobIDRaw is the task's own job id); those
+    never started share one, `123_[5-9%2]` (pending, or cancelled: then Slurm 22.05 lists the
+    array's whole range there, tasks that ran included, so a task's own line wins)."""
 
     scheduler_ids: Sequence[str]
 
@@ -209,27 +244,30 @@ class Sacct:
         if result.status != 0:
             raise slurm_error(result, command="sacct")
         wanted = set(self.scheduler_ids)
-        records = {}
-        for row in _rows(result, len(SACCT_FIELDS)):
-            f = dict(zip(SACCT_FIELDS, row, strict=True))
-            if f["JobID"] not in wanted:
-                continue
+        records: dict[str, AccountingRecord] = {}
+        rows = [dict(zip(SACCT_FIELDS, row, strict=True))
+                for row in _rows(result, len(SACCT_FIELDS))]
+        # tasks' own lines first: a range line only fills in the tasks that have none
+        for f in sorted(rows, key=lambda f: "[" in f["JobID"]):
             exit_code, signal = parse_exit_code(f["ExitCode"])
             tres = parse_tres(f["AllocTRES"])
             energy = _int(f["ConsumedEnergyRaw"])
-            records[f["JobID"]] = AccountingRecord(
-                scheduler_id=f["JobID"], state=job_state(f["State"]), raw_state=f["State"],
-                exit_code=exit_code, signal=signal,
-                submit=_time(f["Submit"]), start=_time(f["Start"]), end=_time(f["End"]),
-                elapsed_seconds=_int(f["ElapsedRaw"]) or 0,
-                alloc_cpus=int(tres.get("cpu", 0)),
-                alloc_gpus=int(gpus(tres)),
-                alloc_mem_mb=round(tres.get("mem", 0)),
-                nodes="" if f["NodeList"] == "None assigned" else f["NodeList"],
-                node_count=_int(f["NNodes"]) or 0,
-                # no energy plugin: empty; never started: 0
-                consumed_energy_joules=float(energy) if energy else None,
-                account=f["Account"] or None, user=f["User"] or None)
+            for job_id in _job_ids(f["JobID"], wanted):
+                if job_id in records:
+                    continue
+                records[job_id] = AccountingRecord(
+                    scheduler_id=job_id, state=job_state(f["State"]), raw_state=f["State"],
+                    exit_code=exit_code, signal=signal,
+                    submit=_time(f["Submit"]), start=_time(f["Start"]), end=_time(f["End"]),
+                    elapsed_seconds=_int(f["ElapsedRaw"]) or 0,
+                    alloc_cpus=int(tres.get("cpu", 0)),
+                    alloc_gpus=int(gpus(tres)),
+                    alloc_mem_mb=round(tres.get("mem", 0)),
+                    nodes="" if f["NodeList"] == "None assigned" else f["NodeList"],
+                    node_count=_int(f["NNodes"]) or 0,
+                    # no energy plugin: empty; never started: 0
+                    consumed_energy_joules=float(energy) if energy else None,
+                    account=f["Account"] or None, user=f["User"] or None)
         return records
 
 

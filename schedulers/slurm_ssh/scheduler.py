@@ -63,6 +63,8 @@ def _job_ids(scheduler_ids: Sequence[str]) -> list[str]:
 
 
 class SlurmSshScheduler(Scheduler):
+    supports_arrays = True
+
     def __init__(self, config: ClusterConfig, *, transport: SshTransport | None = None) -> None:
         super().__init__(config)
         self.admin = admin_identity(config)

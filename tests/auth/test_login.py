@@ -203,4 +203,5 @@ def test_authenticated_routes_declare_their_security_and_public_ones_do_not(
     assert paths["/api/v1/me"]["get"]["security"] == [{"login": []}, {"token": []}]
     assert paths["/api/v1/me/tokens"]["post"]["security"] == [{"login": []}, {"token": []}]
     assert "security" not in paths["/api/v1/auth/token"]["post"]
-    assert set(paths["/api/v1/auth/token"]["post"]["responses"]) == {"200", "401", "422", "429"}
+    assert set(paths["/api/v1/auth/token"]["post"]["responses"]) == {"200", "401", "413", "422",
+                                                                     "429"}

@@ -22,6 +22,7 @@ name = "cpu"
 max_time_minutes = 60
 max_cpus_per_job = 2
 max_mem_mb_per_job = 2048
+billing = {{ cpu = 0.25, mem_gb = 0.0625 }}
 """
 
 UNREACHABLE = """
@@ -41,6 +42,7 @@ name = "debug"
 max_time_minutes = 60
 max_cpus_per_job = 2
 max_mem_mb_per_job = 2048
+billing = {{ cpu = 0.25, mem_gb = 0.0625 }}
 """
 
 

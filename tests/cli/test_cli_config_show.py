@@ -61,6 +61,7 @@ def test_config_show_reads_the_toml_file_and_lets_the_environment_override_it(
         '[[clusters]]\nname = "local"\nbackend = "local"\n'
         '[[clusters.partitions]]\nname = "cpu"\nmax_time_minutes = 60\n'
         'max_cpus_per_job = 4\nmax_mem_mb_per_job = 4096\n'
+        'billing = { cpu = 0.25, mem_gb = 0.0625 }\n'
     )
     monkeypatch.setenv("HPCGW_LOG_LEVEL", "WARNING")
 

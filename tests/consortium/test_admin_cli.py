@@ -49,9 +49,9 @@ def test_admin_cli_onboards_a_member_and_invites_its_manager_audited_as_cli(
     assert "https://hpcgw.example.org/ui/invitations/" in out
     link = next(w for w in out.split() if w.startswith("https://"))
     with fresh_database.transaction() as session:
-        user = accept_invitation(session, link.rsplit("/", 1)[1],
-                                 InvitationAccept(name="Ada", password=PASSWORD),
-                                 context=RequestContext())
+        user, _ = accept_invitation(session, link.rsplit("/", 1)[1],
+                                    InvitationAccept(name="Ada", password=PASSWORD),
+                                    context=RequestContext())
         assert user.email == "ada@acme.test"
     shown = run(cli, "member", "show", "acme")
     assert "ada@acme.test" in shown and "manager" in shown and "acme-key" in shown

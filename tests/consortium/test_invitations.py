@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from factories import PASSWORD, Cast, audit_events, make_member, make_user
+from factories import PASSWORD, Cast, audit_events, make_member
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -19,7 +19,13 @@ from consortium.base import utcnow
 from consortium.models import Invitation, Membership, Role, User
 from consortium.passwords import verify_password
 from consortium.schemas import InvitationAccept, InvitationCreate
-from consortium.service import InvitationGone, accept_invitation, create_invitation, get_member
+from consortium.service import (
+    SIGN_IN_OR_CREATE,
+    InvitationGone,
+    accept_invitation,
+    create_invitation,
+    get_member,
+)
 from gateway.api.app import create_app
 from gateway.db import Database
 from gateway.settings import Settings, SmtpSettings
@@ -104,10 +110,8 @@ def test_accepting_creates_the_account_with_its_membership(
     token = token_of(invite(app_client, as_(cast.manager), email="Ada@Acme.test"))
     answer = accept(app_client, token, name="Ada Lovelace", password=NEW_PASSWORD)
     assert answer.status_code == 200, answer.text
-    body = answer.json()
-    assert (body["email"], body["name"], body["is_admin"]) == ("Ada@Acme.test", "Ada Lovelace",
-                                                               False)
-    assert body["memberships"] == [{"member_id": cast.acme.id, "role": "researcher"}]
+    assert answer.json() == {"email": "Ada@Acme.test", "name": "Ada Lovelace",
+                             "membership": {"member_id": cast.acme.id, "role": "researcher"}}
     user = session.scalar(select(User).where(User.email_normalized == "ada@acme.test"))
     assert user is not None and verify_password(user.password_hash, NEW_PASSWORD)
     [event] = audit_events(session, "invitation.accept")
@@ -181,19 +185,141 @@ def test_a_new_account_needs_a_password_of_twelve_characters_and_a_name(
     assert accept(app_client, token, name="Ada", password=NEW_PASSWORD).status_code == 200
 
 
-def test_an_existing_account_gets_the_membership_whatever_the_email_case_and_keeps_its_password(
-        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
-    globex_person = make_user(session, email="dana@globex.test", roles={cast.globex: Role.viewer})
-    token = token_of(invite(app_client, as_(cast.manager), email="DANA@Globex.TEST",
-                            role="viewer"))
-    answer = accept(app_client, token, name="Someone Else", password="attacker password 1")
-    assert answer.status_code == 200
-    body = answer.json()
-    assert body["id"] == globex_person.id and body["name"] == "dana"
-    assert sorted(m["member_id"] for m in body["memberships"]) == sorted(
-        [cast.acme.id, cast.globex.id])
+def test_a_weak_password_is_refused_with_the_estimators_advice(
+        app_client: TestClient, cast: Cast, as_) -> None:
+    token = token_of(invite(app_client, as_(cast.manager)))
+    for weak in (" " * 12, "password1234"):
+        answer = accept(app_client, token, name="Ada", password=weak)
+        assert answer.status_code == 422, (weak, answer.text)
+        [error] = answer.json()["errors"]
+        assert (error["loc"], error["type"]) == (["body", "password"], "weak_password")
+        assert "too easy to guess" in error["msg"]
+    assert accept(app_client, token, name="Ada", password=NEW_PASSWORD).status_code == 200
+
+
+# --- an email that already has an account: it joins only signed in as itself ---------------
+
+
+def _pending(session: Session, invitation_id: object) -> bool:
     session.expire_all()
-    assert verify_password(session.get(User, globex_person.id).password_hash, PASSWORD)  # type: ignore[union-attr]
+    stored = session.get(Invitation, invitation_id)
+    return stored is not None and stored.accepted_at is None
+
+
+def test_an_existing_account_is_not_joined_by_the_link_alone(
+        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
+    """The attack: a manager invites another member's manager and the consortium admin, then
+    accepts with an empty body, or with a name and a password of its choosing."""
+    for victim in (cast.globex_manager, cast.admin):
+        invitation = invite(app_client, as_(cast.manager), email=victim.email.upper(),
+                            role="viewer")
+        token = token_of(invitation)
+        for body in ({}, {"name": "Mallory", "password": "attacker password 1"}):
+            answer = accept(app_client, token, **body)
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["type"] == "/problems/invitation-sign-in"
+            assert answer.json()["detail"] == SIGN_IN_OR_CREATE
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert "globex" not in answer.text and "member_id" not in answer.text
+        assert _pending(session, invitation["id"])
+        assert session.get(Membership, (victim.id, cast.acme.id)) is None
+        assert verify_password(session.get_one(User, victim.id).password_hash, PASSWORD)
+        assert session.get_one(User, victim.id).name == victim.email.split("@")[0]
+
+
+def _problem(answer: httpx.Response) -> tuple[int, dict[str, object]]:
+    """Status and body of a problem, without what differs per request."""
+    body = {k: v for k, v in answer.json().items() if k not in ("instance", "request_id")}
+    return answer.status_code, body
+
+
+def test_refusals_are_the_same_whether_the_email_has_an_account_or_not(
+        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
+    existing = token_of(invite(app_client, as_(cast.manager), email=cast.globex_manager.email))
+    unknown = token_of(invite(app_client, as_(cast.manager), email="nobody@elsewhere.test"))
+    # not signed in, nothing to create an account with
+    assert _problem(accept(app_client, existing)) == _problem(accept(app_client, unknown))
+    # signed in as someone else (the inviter)
+    assert _problem(app_client.post(f"/api/v1/invitations/{existing}/accept", json={},
+                                    headers=as_(cast.manager))) == \
+        _problem(app_client.post(f"/api/v1/invitations/{unknown}/accept", json={},
+                                 headers=as_(cast.manager)))
+    # signed in and sending a name and a password
+    with_password = {"name": "Mallory", "password": "attacker password 1"}
+    assert _problem(app_client.post(f"/api/v1/invitations/{existing}/accept",
+                                    json=with_password, headers=as_(cast.viewer))) == \
+        _problem(app_client.post(f"/api/v1/invitations/{unknown}/accept",
+                                 json=with_password, headers=as_(cast.viewer)))
+    # a name and a password for an existing account: the refusal of an empty body, word for word
+    assert _problem(accept(app_client, existing, **with_password)) == \
+        _problem(accept(app_client, unknown))
+    assert session.scalar(select(User).where(
+        User.email_normalized == "nobody@elsewhere.test")) is None
+
+
+def test_another_accounts_credential_is_refused(
+        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
+    invitation = invite(app_client, as_(cast.manager), email=cast.globex_manager.email)
+    for someone in (cast.manager, cast.admin, cast.researcher):
+        answer = app_client.post(f"/api/v1/invitations/{token_of(invitation)}/accept",
+                                 json={}, headers=as_(someone))
+        assert answer.status_code == 403, answer.text
+        assert "another email" in answer.json()["detail"]
+    assert _pending(session, invitation["id"])
+    assert session.get(Membership, (cast.manager.id, cast.acme.id)) is not None  # unchanged
+    assert session.get(Membership, (cast.globex_manager.id, cast.acme.id)) is None
+
+
+def test_a_presented_credential_must_be_valid(app_client: TestClient, cast: Cast, as_) -> None:
+    token = token_of(invite(app_client, as_(cast.manager)))
+    answer = app_client.post(f"/api/v1/invitations/{token}/accept",
+                             json={"name": "Ada", "password": NEW_PASSWORD},
+                             headers={"Authorization": "Bearer not-a-token"})
+    assert answer.status_code == 401
+    assert answer.json()["type"] == "/problems/unauthenticated"
+
+
+def test_the_invited_account_signed_in_joins_and_sees_only_the_new_membership(
+        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
+    dana = cast.globex_manager
+    invitation = invite(app_client, as_(cast.manager), email=dana.email.upper(), role="viewer")
+    path = f"/api/v1/invitations/{token_of(invitation)}/accept"
+    refused = app_client.post(path, json={"name": "Dana", "password": NEW_PASSWORD},
+                              headers=as_(dana))
+    assert refused.status_code == 422  # signed in: the account keeps its name and password
+    answer = app_client.post(path, json={}, headers=as_(dana))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"email": dana.email, "name": dana.name,
+                             "membership": {"member_id": cast.acme.id, "role": "viewer"}}
+    assert session.get(Membership, (dana.id, cast.acme.id)) is not None
+    assert verify_password(session.get_one(User, dana.id).password_hash, PASSWORD)
+    [event] = audit_events(session, "invitation.accept")
+    assert (event.actor, event.details["new_user"]) == (dana.email, False)
+    again = app_client.post(path, json={}, headers=as_(dana))
+    assert again.status_code == 410
+
+
+def test_a_personal_access_token_cannot_accept(
+        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
+    dana = cast.globex_manager
+    pat = app_client.post("/api/v1/me/tokens", headers=as_(dana),
+                          json={"name": "ci", "scopes": ["usage:read"]}).json()["token"]
+    invitation = invite(app_client, as_(cast.manager), email=dana.email)
+    answer = app_client.post(f"/api/v1/invitations/{token_of(invitation)}/accept", json={},
+                             headers={"Authorization": f"Bearer {pat}"})
+    assert answer.status_code == 403
+    assert "personal access token" in answer.json()["detail"]
+    assert _pending(session, invitation["id"])
+
+
+def test_the_invited_admin_joins_only_signed_in(
+        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
+    token = token_of(invite(app_client, as_(cast.manager), email=cast.admin.email))
+    assert accept(app_client, token).status_code == 401
+    answer = app_client.post(f"/api/v1/invitations/{token}/accept", json={},
+                             headers=as_(cast.admin))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["membership"] == {"member_id": cast.acme.id, "role": "researcher"}
 
 
 def test_inviting_someone_already_in_the_member_is_a_conflict_whatever_the_case(
@@ -302,3 +428,10 @@ def test_a_failed_mail_is_reported_and_the_invitation_stays_valid(
         assert listed.json()[0]["status"] == "pending"
         assert accept(client, token_of(invitation), name="Ada",
                       password=NEW_PASSWORD).status_code == 200
+
+
+def test_the_accept_route_documents_that_signing_in_is_optional(app_client: TestClient) -> None:
+    operation = app_client.get("/openapi.json").json()["paths"][
+        "/api/v1/invitations/{token}/accept"]["post"]
+    assert operation["security"] == [{"login": []}, {"token": []}, {}]
+    assert {"401", "403", "410", "422"} <= set(operation["responses"])

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from factories import Cast, audit_events
+from factories import WEIGHTS, Cast, audit_events
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -130,7 +130,7 @@ def meso_client(settings: Settings, database: Database, tmp_path: Path) -> Itera
         name="meso", backend="local", local_root=tmp_path / "jobs",
         identities={"acme": IdentityConfig(unix_user="acme", key_file=tmp_path / "acme")},
         partitions=[PartitionConfig(name="gpu", max_time_minutes=60, max_cpus_per_job=8,
-                                    max_mem_mb_per_job=1000)],
+                                    max_mem_mb_per_job=1000, billing=WEIGHTS)],
     )
     # no scheduler: the cluster is configured, but no tracker runs on the test's connection
     with TestClient(create_app(settings.model_copy(update={"clusters": [meso]}),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from consortium.base import utcnow
+from gateway.jobs.arrays import parse_array
 from schedulers.base import Scheduler
 from schedulers.config import ClusterConfig
 from schedulers.errors import SchedulerRejected, SchedulerUnavailable
@@ -40,9 +41,14 @@ class FakeJob:
 
 
 class FakeScheduler(Scheduler):
+    """Job arrays as Slurm has them: each task a job of its own, `<array id>_<task id>`."""
+
+    supports_arrays = True
+
     def __init__(self, config: ClusterConfig) -> None:
         super().__init__(config)
         self.jobs: dict[str, FakeJob] = {}
+        self.arrays: dict[str, list[str]] = {}  # array id -> its tasks' ids
         self.calls: Counter[str] = Counter()
         self.files: dict[tuple[str, str], bytes] = {}  # (work_root, path) -> content
         self.cancelled: list[str] = []
@@ -67,10 +73,19 @@ class FakeScheduler(Scheduler):
             raise self.submit_error
         self._next += 1
         job_id = str(self._next)
-        self.jobs[job_id] = FakeJob(id=job_id, spec=spec, identity=identity)
+        if spec.resources.array is None:
+            self.jobs[job_id] = FakeJob(id=job_id, spec=spec, identity=identity)
+        else:
+            tasks = [f"{job_id}_{t}" for t in parse_array(spec.resources.array).task_ids]
+            self.arrays[job_id] = tasks
+            self.jobs.update((t, FakeJob(id=t, spec=spec, identity=identity)) for t in tasks)
         if self.lost_answer is not None:
             raise self.lost_answer
         return Submitted(scheduler_id=job_id)
+
+    def _ids(self, scheduler_ids: Sequence[str]) -> list[str]:
+        """The jobs asked for, an array as its tasks."""
+        return [t for i in scheduler_ids for t in self.arrays.get(i, [i])]
 
     async def states(self, scheduler_ids: Sequence[str]) -> dict[str, JobStatus]:
         self.calls["states"] += 1
@@ -78,14 +93,15 @@ class FakeScheduler(Scheduler):
         return {
             i: JobStatus(scheduler_id=i, state=j.state, raw_state=j.state.value.upper(),
                          reason=j.reason if j.state is JobState.pending else None)
-            for i in scheduler_ids if (j := self.jobs.get(i)) is not None and j.in_queue
+            for i in self._ids(scheduler_ids)
+            if (j := self.jobs.get(i)) is not None and j.in_queue
         }
 
     async def accounting(self, scheduler_ids: Sequence[str]) -> dict[str, AccountingRecord]:
         self.calls["accounting"] += 1
         self._check_up()
         records = {}
-        for i in scheduler_ids:
+        for i in self._ids(scheduler_ids):
             job = self.jobs.get(i)
             if job is None or not job.in_accounting:
                 continue
@@ -104,8 +120,8 @@ class FakeScheduler(Scheduler):
     async def cancel(self, identity: Identity, scheduler_id: str) -> None:
         self.calls["cancel"] += 1
         self._check_up()
-        job = self.jobs.get(scheduler_id)
-        if job is None or job.state.terminal:
+        jobs = [self.jobs.get(i) for i in self._ids([scheduler_id])]
+        if all(job is None or job.state.terminal for job in jobs):
             raise SchedulerRejected("Job has already finished")
         self.cancelled.append(scheduler_id)
 

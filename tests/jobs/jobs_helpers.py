@@ -31,7 +31,8 @@ from schedulers.config import BillingWeights, ClusterConfig, PartitionConfig
 
 CLUSTER = "test"
 CPU_WEIGHTS = BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625)
-GPU_WEIGHTS = BillingWeights(gpu=1.0)
+# the gpu partition's whole CPU (64) or memory (256 GiB) limit costs as much as its 8 GPUs
+GPU_WEIGHTS = BillingWeights(gpu=1.0, cpu=0.125, mem_gb=0.03125)
 
 
 def cluster_config(root: Path, *, backend: str = "local", name: str = CLUSTER) -> ClusterConfig:

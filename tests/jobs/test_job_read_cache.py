@@ -260,7 +260,8 @@ def _break_loop_connection(client: TestClient, database: Database) -> None:
         with database.engine.connect() as conn:
             killed = conn.execute(text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = :name"), {"name": APPLICATION_NAME}).all()
+                "WHERE application_name = :name AND datname = current_database()"),
+                {"name": APPLICATION_NAME}).all()
         assert killed == [(True,)]
     else:
         assert reads._sqlite_connection is not None

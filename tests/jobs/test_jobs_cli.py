@@ -58,6 +58,7 @@ name = "cpu"
 max_time_minutes = 60
 max_cpus_per_job = 2
 max_mem_mb_per_job = 2048
+billing = {{ cpu = 0.25, mem_gb = 0.0625 }}
 """)
     url = f"sqlite:///{tmp_path / 'hpcgw.db'}"
     migrations.upgrade(url)

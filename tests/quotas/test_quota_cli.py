@@ -30,6 +30,7 @@ max_time_minutes = 60
 max_cpus_per_job = 4
 max_gpus_per_job = 1
 max_mem_mb_per_job = 4096
+billing = {{ cpu = 0.25, mem_gb = 0.0625 }}
 """
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import WEIGHTS
 from testcluster_helpers import Cluster
 
 from schedulers.base import JOB_NAME_PREFIX, Scheduler
@@ -104,7 +105,8 @@ def _local(root: Path) -> Backend:
                            cpu_slots=LOCAL_SLOTS,
                            partitions=[PartitionConfig(name="debug", max_time_minutes=60,
                                                        max_cpus_per_job=4,
-                                                       max_mem_mb_per_job=4096)])
+                                                       max_mem_mb_per_job=4096,
+                                                       billing=WEIGHTS)])
 
     def member(name: str) -> Identity:
         return Identity(name=name, unix_user=name, key_file="",

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import anyio
 import pytest
+from factories import WEIGHTS
 
 from schedulers.config import ClusterConfig, PartitionConfig
 from schedulers.errors import PathRefused, SchedulerRejected, SchedulerUnavailable
@@ -47,7 +48,7 @@ def config(root: Path, cpu_slots: int = 2) -> ClusterConfig:
     return ClusterConfig(
         name="local", backend="local", local_root=root, cpu_slots=cpu_slots,
         partitions=[PartitionConfig(name="debug", max_time_minutes=60, max_cpus_per_job=4,
-                                    max_mem_mb_per_job=4096)])
+                                    max_mem_mb_per_job=4096, billing=WEIGHTS)])
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factories import WEIGHTS
 
 from schedulers.config import ClusterConfig, IdentityConfig, PartitionConfig
 from schedulers.local import LocalScheduler
@@ -13,7 +14,7 @@ from schedulers.slurm_ssh.accounting import SlurmAccountingSync
 from schedulers.slurm_ssh.scheduler import SlurmSshScheduler
 
 PARTITIONS = [PartitionConfig(name="debug", max_time_minutes=60, max_cpus_per_job=2,
-                              max_mem_mb_per_job=1024)]
+                              max_mem_mb_per_job=1024, billing=WEIGHTS)]
 
 
 @pytest.fixture

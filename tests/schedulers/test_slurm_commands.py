@@ -111,11 +111,12 @@ def test_squeue_without_a_controller_is_unavailable() -> None:
 
 
 def test_sacct_records_of_captured_jobs() -> None:
-    ids = [*fixture("job_ids.txt").strip().split(","), "454_3"]
+    ids = fixture("job_ids.txt").strip().split(",")
 
     records = Sacct(ids).parse(out("sacct_accounting.txt"))
 
-    assert set(records) == set(ids) - {"454"}  # an array is reported by its tasks
+    # an array is reported by its tasks
+    assert set(records) == set(ids) - {"454"} | {f"454_{i}" for i in range(1, 6)}
     ok, failed, big = records["448"], records["449"], records["450"]
     assert (ok.state, ok.exit_code, ok.signal, ok.alloc_cpus, ok.alloc_mem_mb) == (
         JobState.completed, 0, None, 1, 100)
@@ -296,10 +297,23 @@ def test_sbatch_command_line_carries_every_request() -> None:
 
     assert argv == ["sbatch", "--parsable", "--job-name=hpcgw-train", "--comment=mk-12345678",
                     "--partition=long", "--nodes=2", "--ntasks=4", "--cpus-per-task=3",
-                    "--mem=2048M", "--time=90", f"--chdir={ROOT}/jobs/1",
+                    "--mem=1024M", "--time=90", f"--chdir={ROOT}/jobs/1",
                     f"--output={ROOT}/jobs/1/out %%j.txt", f"--error={ROOT}/jobs/1/err",
-                    "--export=NONE", "--gres=gpu:2", "--account=hpcm_alpha"]
+                    "--export=NONE", "--ignore-pbs", "--gpus=2", "--account=hpcm_alpha"]
     assert Sbatch(s, ROOT).dirs() == [f"{ROOT}/jobs/1"]
+
+
+def test_sbatch_asks_per_node_memory_and_per_job_gpus_so_nodes_multiply_nothing() -> None:
+    # mem_mb and gpus are the whole job's; Slurm's --mem and --gres=gpu:N are per node
+    s = spec(resources=Resources(partition="long", nodes=3, gpus=3, mem_mb=3000,
+                                 time_limit_minutes=5))
+
+    argv = Sbatch(s, ROOT).argv()
+
+    assert "--mem=1000M" in argv and "--gpus=3" in argv
+    assert not [a for a in argv if a.startswith("--gres")]
+    odd = spec(resources=Resources(partition="long", nodes=2, mem_mb=3001, time_limit_minutes=5))
+    assert "--mem=1501M" in Sbatch(odd, ROOT).argv()  # rounded up: never less than asked
 
 
 def test_sbatch_refuses_what_slurm_would_misread() -> None:

@@ -12,19 +12,22 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
+from factories import PASSWORD as USER_PASSWORD
 from factories import audit_events, make_member, make_user
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.audit import RequestContext
-from consortium.models import Member, Role, User
+from consortium.models import Member, Membership, Role, User
+from consortium.passwords import verify_password
 from consortium.schemas import InvitationCreate
 from consortium.service import Action, create_invitation
 from gateway.api.app import create_app
 from gateway.auth.principal import principal_for_user
 from gateway.db import Database
 from gateway.settings import Settings
+from gateway.ui.routes import SIGN_IN_BELOW
 
 PASSWORD = "a long enough password"
 EMAIL = "newcomer@example.test"
@@ -120,18 +123,123 @@ def test_mismatched_confirmation_rerenders_the_form_with_422_and_creates_no_user
     assert newcomer(session) is None
 
 
-def test_an_existing_account_accepts_with_an_empty_form_and_keeps_its_password(
+def test_a_weak_password_is_refused_with_the_estimators_advice(
+        app_client: TestClient, session: Session) -> None:
+    path = invite(session, make_member(session, "acme"))
+    for weak in (" " * 12, "password1234"):
+        answer = app_client.post(path, data={"name": "New Comer", "password": weak,
+                                             "confirmation": weak})
+        assert answer.status_code == 422
+        assert "This password is too easy to guess" in answer.text
+    assert newcomer(session) is None
+
+
+# --- an email that already has an account --------------------------------------------------
+
+
+def test_the_page_is_the_same_whether_the_email_has_an_account_or_not(
+        app_client: TestClient, session: Session) -> None:
+    path = invite(session, make_member(session, "acme"))
+    before = app_client.get(path)
+    make_user(session, email=EMAIL, roles={make_member(session, "globex"): Role.manager})
+    after = app_client.get(path)
+    assert (after.status_code, after.text) == (before.status_code, before.text)
+    for offered in ('value="create"', 'value="sign_in"', "Sign in and accept",
+                    "Create my account"):
+        assert offered in after.text
+    assert "globex" not in after.text
+
+
+def _memberships(session: Session, user: User) -> set[int]:
+    session.expire_all()
+    return set(session.scalars(select(Membership.member_id).where(Membership.user_id == user.id)))
+
+
+def test_an_existing_account_is_not_joined_by_an_empty_or_a_create_form(
         app_client: TestClient, session: Session) -> None:
     existing = make_user(session, email=EMAIL)
     path = invite(session, make_member(session, "acme"))
-    page = app_client.get(path)
-    assert page.status_code == 200
-    assert "Accept the invitation" in page.text and 'name="password"' not in page.text
-    answer = app_client.post(path, data={})
+    empty = app_client.post(path, data={})
+    assert empty.status_code == 422
+    created = app_client.post(path, data={"name": "Mallory", "password": PASSWORD,
+                                          "confirmation": PASSWORD})
+    assert created.status_code == 401
+    assert SIGN_IN_BELOW in created.text and PASSWORD not in created.text
+    assert _memberships(session, existing) == set()
+    assert verify_password(session.get_one(User, existing.id).password_hash, USER_PASSWORD)
+    assert audit_events(session, Action.invitation_accept) == []
+
+
+def test_signing_in_on_the_page_accepts_with_the_existing_account(
+        app_client: TestClient, session: Session) -> None:
+    existing = make_user(session, email=EMAIL)
+    acme = make_member(session, "acme")
+    path = invite(session, acme)
+    answer = app_client.post(path, data={"intent": "sign_in", "email": EMAIL.upper(),
+                                         "password": USER_PASSWORD})
     assert answer.status_code == 200, answer.text
-    assert [e.details["new_user"] for e in audit_events(session, Action.invitation_accept)] \
-        == [False]
-    assert newcomer(session) == existing
+    assert "Your account is ready" in answer.text and USER_PASSWORD not in answer.text
+    assert _memberships(session, existing) == {acme.id}
+    [event] = audit_events(session, Action.invitation_accept)
+    assert (event.actor, event.details["new_user"]) == (EMAIL, False)
+    assert verify_password(session.get_one(User, existing.id).password_hash, USER_PASSWORD)
+
+
+def test_a_failed_sign_in_reads_the_same_whether_the_email_has_an_account_or_not(
+        app_client: TestClient, session: Session) -> None:
+    path = invite(session, make_member(session, "acme"))
+    wrong = {"intent": "sign_in", "email": EMAIL, "password": "not the password at all"}
+    without_account = app_client.post(path, data=wrong)
+    existing = make_user(session, email=EMAIL)
+    with_account = app_client.post(path, data=wrong)
+    assert without_account.status_code == with_account.status_code == 401
+    assert without_account.text == with_account.text
+    assert "Incorrect email or password." in with_account.text
+    assert _memberships(session, existing) == set()
+
+
+def test_the_pages_sign_in_is_throttled_with_the_apis_login(
+        app_client: TestClient, session: Session, settings: Settings) -> None:
+    existing = make_user(session, email=EMAIL)
+    path = invite(session, make_member(session, "acme"))
+    wrong = {"intent": "sign_in", "email": EMAIL, "password": "not the password at all"}
+    failures = settings.login_throttle.max_failures_per_account
+    assert [app_client.post(path, data=wrong).status_code for _ in range(failures)] == \
+        [401] * failures
+    # blocked now, even with the right password, here and at POST /auth/token
+    right = {**wrong, "password": USER_PASSWORD}
+    assert app_client.post(path, data=right).status_code == 429
+    assert app_client.post("/api/v1/auth/token", data={
+        "grant_type": "password", "username": EMAIL, "password": USER_PASSWORD}).status_code \
+        == 429
+    assert _memberships(session, existing) == set()
+
+
+def test_signing_in_as_another_account_is_refused(
+        app_client: TestClient, session: Session) -> None:
+    other = make_user(session, email="someone.else@example.test")
+    path = invite(session, make_member(session, "acme"))
+    answer = app_client.post(path, data={"intent": "sign_in", "email": other.email,
+                                         "password": USER_PASSWORD})
+    assert answer.status_code == 403
+    assert "another email" in answer.text
+    assert _memberships(session, other) == set()
+    assert newcomer(session) is None
+
+
+def test_signing_in_on_the_page_works_on_a_committed_database(
+        settings: Settings, fresh_database: Database) -> None:
+    """The sign-in commits transactions of its own before the page's: none waits on another."""
+    with fresh_database.transaction() as session:
+        make_user(session, email=EMAIL)
+        path = invite(session, make_member(session, "acme"))
+    with TestClient(create_app(settings, database=fresh_database)) as client:
+        answer = client.post(path, data={"intent": "sign_in", "email": EMAIL,
+                                         "password": USER_PASSWORD})
+    assert answer.status_code == 200, answer.text
+    with fresh_database.transaction() as session:
+        user = newcomer(session)
+        assert user is not None and _memberships(session, user) != set()
 
 
 def test_pages_forbid_referrer_caching_and_foreign_content(

@@ -7,12 +7,12 @@ from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from consortium import audit, service
 from consortium.audit import RequestContext
 from consortium.authz import Principal
+from consortium.bounds import Instant
 from consortium.errors import PermissionDenied
 from consortium.models import Outcome
 from consortium.schemas import AuditEventOut, AuditFilter
@@ -55,8 +55,8 @@ def list_audit(
     action: Annotated[str | None, Query(max_length=64, pattern=_PRINTABLE,
                                         description="e.g. member.create")] = None,
     outcome: Outcome | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="at or after (inclusive)")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="before (exclusive)")] = None,
+    since: Annotated[Instant | None, Query(description="at or after (inclusive)")] = None,
+    until: Annotated[Instant | None, Query(description="before (exclusive)")] = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$",
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -88,7 +88,7 @@ def me(principal: CurrentPrincipal, session: SessionDep) -> MeOut:
                           member_status=status, role=role)
             for member_id, slug, name, status, role in rows
         ],
-        scopes=sorted(principal.scopes),
+        scopes=sorted(principal.held_scopes()),
         via=principal.via,
         token_member_id=principal.token_member_id,
     )

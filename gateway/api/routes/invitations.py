@@ -1,5 +1,6 @@
 """Invitations: a member's managers (and admins) invite people by email; the invitee accepts
-with the single-use token of the link (the one public route here, no credential needed)."""
+with the single-use token of the link (the one public route here: a new account needs no other
+credential, an existing one signs in; see docs/invitations.md)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ from consortium import service
 from consortium.base import utcnow
 from consortium.schemas import (
     InvitationAccept,
+    InvitationAccepted,
     InvitationCreate,
     InvitationCreated,
     InvitationOut,
-    UserOut,
+    MembershipOut,
 )
 from consortium.service import Action, InvitationGone
-from gateway.api.deps import ContextDep, CurrentPrincipal, SessionDep, SettingsDep
+from gateway.api.deps import (
+    ContextDep,
+    CurrentPrincipal,
+    OptionalPrincipal,
+    SessionDep,
+    SettingsDep,
+)
 from gateway.api.errors import problems, register_status
 from gateway.api.routes.audit import denials_audited
 from gateway.api.routes.members import CurrentMember, RowId
@@ -76,12 +84,19 @@ def revoke_invitation(*, invitation_id: RowId, member: CurrentMember, session: S
     return Response(status_code=204)
 
 
-@router.post("/invitations/{token}/accept", response_model=UserOut,
-             responses=problems(404, 409, 410, 422))
+# `{}` in its security: signing in is optional (OpenAPI's anonymous alternative)
+@router.post("/invitations/{token}/accept", response_model=InvitationAccepted,
+             responses=problems(401, 403, 404, 409, 410, 422), openapi_extra={"security": [{}]})
 def accept_invitation(*, token: Annotated[str, Path(max_length=128)], body: InvitationAccept,
-                      session: SessionDep, context: ContextDep) -> UserOut:
-    """Accept an invitation (public: the token is the credential). A new account sends `name`
-    and `password` (12 characters at least); an existing account with the invitation's email
-    gets the membership and keeps its name and password. 410 once used, revoked or expired."""
-    user = service.accept_invitation(session, token, body, context=context)
-    return service.user_view(session, user)
+                      session: SessionDep, context: ContextDep,
+                      signed_in: OptionalPrincipal) -> InvitationAccepted:
+    """Accept an invitation (the token in the path is the invitation's credential).
+
+    An account that exists joins only when signed in as it (a login, not a personal access
+    token) with an empty body. Otherwise `name` and `password` create the account, and only if
+    the email has none; every other case is one 401 that does not tell whether the email has an
+    account. The answer holds the one membership made. 410 once used, revoked or expired."""
+    user, membership = service.accept_invitation(session, token, body, signed_in=signed_in,
+                                                 context=context)
+    return InvitationAccepted(email=user.email, name=user.name,
+                              membership=MembershipOut.model_validate(membership))

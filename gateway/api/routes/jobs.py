@@ -14,10 +14,11 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AfterValidator, AwareDatetime, BaseModel
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy.orm import Session
 
 from consortium.authz import Principal, Scope
+from consortium.bounds import MAX_ID, Id, Instant, Offset
 from consortium.errors import DomainError
 from gateway.api.deps import (
     AuthenticatedRead,
@@ -28,6 +29,7 @@ from gateway.api.deps import (
 from gateway.api.errors import PROBLEM_JSON, problems, register_status
 from gateway.api.schemas import Page
 from gateway.jobs import errors, idempotency, repository
+from gateway.jobs.arrays import MAX_TASK_ID
 from gateway.jobs.models import JobState
 from gateway.jobs.schemas import JobCreate, JobDetail, JobOut, OutputOut, OutputStream, file_path
 from gateway.jobs.views import job_detail, job_out
@@ -46,7 +48,15 @@ JOBS_PATH = "/api/v1/jobs"
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id")]
 FileInJob = Annotated[str, Path(max_length=500), AfterValidator(file_path)]
 _JOB = {"model": JobDetail}
-_SSE = {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}
+
+
+def _sse_doc(*events: str) -> dict[str, Any]:
+    """A stream of server-sent events, documented as OpenAPI 3.1 does: its `schema` describes
+    each event (so a schema-driven client can check every one), `data` holding JSON."""
+    return {"content": {EVENT_STREAM: {"schema": {
+        "type": "object", "required": ["event", "data"],
+        "properties": {"event": {"enum": list(events)}, "id": {"type": "string"},
+                       "data": {"type": "string", "contentMediaType": "application/json"}}}}}}
 
 
 def _model(body: BaseModel) -> Response:
@@ -113,11 +123,11 @@ async def submit_job(
 async def list_jobs(
     *,
     read: AuthenticatedRead,
-    project: Annotated[int | None, Query(description="project id")] = None,
-    user: Annotated[int | None, Query(description="user id")] = None,
+    project: Annotated[Id | None, Query(description="project id")] = None,
+    user: Annotated[Id | None, Query(description="user id")] = None,
     state: Annotated[list[JobState] | None, Query(description="repeat for several")] = None,
     cluster: str | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,
+    since: Annotated[Instant | None, Query(description="created at or after")] = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$",
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -130,8 +140,9 @@ async def list_jobs(
         found = repository.list_jobs(session, principal, filters,
                                      before_id=int(cursor) if cursor else None, limit=limit + 1)
         items = found[:limit]
+        counts = repository.task_counts(session, items)
         return _model(Page[JobOut](
-            items=[job_out(j) for j in items],
+            items=[job_out(j, counts.get(j.id, {})) for j in items],
             next_cursor=str(items[-1].id) if len(found) > limit else None))
     return await read(page)
 
@@ -141,7 +152,8 @@ async def get_job(job_id: JobId, read: AuthenticatedRead) -> Response:
     """A job with its request, quote, charge, timings, events and pending reason."""
     def detail(session: Session, principal: Principal) -> Response:
         job = repository.visible_job(session, principal, job_id, Scope.jobs_read)
-        return _model(job_detail(job, repository.events_of(session, job.id)))
+        return _model(job_detail(job, repository.events_of(session, job.id),
+                                 repository.tasks_of(session, job)))
     return await read(detail)
 
 
@@ -166,7 +178,8 @@ def _wants_stream(request: Request, follow: bool) -> bool:
 
 
 @router.get("/jobs/{job_id}/output", response_model=OutputOut,
-            responses={200: _SSE, **problems(401, 403, 404, 409, 422, 503, 504)})
+            responses={200: _sse_doc("output", "end"),
+                       **problems(401, 403, 404, 409, 422, 503, 504)})
 async def read_output(
     *,
     job_id: JobId,
@@ -174,17 +187,21 @@ async def read_output(
     principal: DetachedPrincipal,
     jobs: JobServiceDep,
     stream: OutputStream = OutputStream.stdout,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int | None, Query(ge=1, description="bytes; capped by the server")] = None,
+    offset: Annotated[Offset, Query()] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_ID,
+                                       description="bytes; capped by the server")] = None,
     follow: Annotated[bool, Query(description="server-sent events until the job ends")] = False,
+    task: Annotated[int | None, Query(ge=0, le=MAX_TASK_ID, description=(
+        "a job array's task (required for an array, refused for a single job)"))] = None,
 ) -> Response:
     """A slice of the job's stdout or stderr, read from the cluster; `next_offset` reads on.
-    With `follow=true` (or `Accept: text/event-stream`): `output` events as the job writes,
-    then one `end` event (bounded in time)."""
+    A job array's tasks write their own: `task=N` reads task N's. With `follow=true` (or
+    `Accept: text/event-stream`): `output` events as the job writes, then one `end` event
+    (bounded in time)."""
     if not _wants_stream(request, follow):
-        chunk = await jobs.read_output(principal, job_id, stream, offset, limit)
+        chunk = await jobs.read_output(principal, job_id, stream, offset, limit, task=task)
         return JSONResponse(chunk.model_dump(mode="json"))
-    chunks = await jobs.follow_output(principal, job_id, stream, offset)
+    chunks = await jobs.follow_output(principal, job_id, stream, offset, task=task)
 
     async def events() -> AsyncIterator[str]:
         last: OutputOut | None = None
@@ -200,12 +217,13 @@ async def read_output(
                              headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/jobs/{job_id}/events", responses={200: _SSE, **problems(401, 403, 404, 422)})
+@router.get("/jobs/{job_id}/events",
+            responses={200: _sse_doc("state"), **problems(401, 403, 404, 422)})
 async def job_events(
     job_id: JobId,
     principal: DetachedPrincipal,
     jobs: JobServiceDep,
-    last_event_id: Annotated[int | None, Header(ge=0, description="resume after this event")]
+    last_event_id: Annotated[Offset | None, Header(description="resume after this event")]
     = None,
 ) -> StreamingResponse:
     """Server-sent events of the job's state changes: those stored (after Last-Event-ID), then
@@ -255,19 +273,12 @@ MemberSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 async def upload_file(*, member: MemberSlug, path: FileInJob, request: Request,
                       principal: DetachedPrincipal, jobs: JobServiceDep, context: ContextDep,
                       cluster: str | None = None) -> dict[str, Any]:
-    """Write a file (the request body, whole) into the member's work directory on a cluster."""
-    cap = jobs.settings.file_max_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise errors.FileTooLarge(cap)
-    received = bytearray()
-    async for part in request.stream():
-        received += part
-        if len(received) > cap:
-            raise errors.FileTooLarge(cap)
+    """Write a file (the request body, whole) into the member's work directory on a cluster.
+    The body is capped at `jobs.file_max_bytes` while it is read (gateway.api.middleware)."""
+    data = await request.body()
     written_on = await jobs.put_member_file(principal, member, cluster_name=cluster, path=path,
-                                            data=bytes(received), context=context)
-    return {"path": path, "size": len(received), "cluster": written_on}
+                                            data=data, context=context)
+    return {"path": path, "size": len(data), "cluster": written_on}
 
 
 @router.get("/members/{member}/files/{path:path}", response_class=Response,

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 
 from consortium import service
+from consortium.bounds import Id
 from consortium.models import Member
 from consortium.schemas import (
     IdentityIn,
@@ -39,7 +40,7 @@ def current_member(member: str, session: SessionDep, principal: CurrentPrincipal
 
 CurrentMember = Annotated[Member, Depends(current_member)]
 # a row id: larger than BIGINT is a 422, not a database error
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RowId = Annotated[Id, Path()]
 
 
 @router.post("/members", status_code=201, response_model=MemberOut,

@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 from sqlalchemy import Select, select
 
 from consortium.authz import Principal, Scope, require, require_admin
 from consortium.base import utcnow
+from consortium.bounds import Id, Instant
 from consortium.errors import InvalidInput, NotFound
 from consortium.models import Member, Project
 from gateway.api.deps import ContextDep, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep
@@ -157,7 +157,7 @@ def list_allocations(*, member: CurrentMember, session: SessionDep,
 
 @router.post("/members/{member}/allocations/{allocation_id}/adjustments", status_code=201,
              response_model=LedgerEntryOut, responses=problems(401, 403, 404, 409, 422))
-def adjust_allocation(*, pushes: LimitPushes, allocation_id: int, body: AdjustmentIn,
+def adjust_allocation(*, pushes: LimitPushes, allocation_id: Id, body: AdjustmentIn,
                       member: CurrentMember, session: SessionDep, principal: CurrentPrincipal,
                       context: ContextDep,
                       idempotency_key: IdempotencyKey = None) -> LedgerEntryOut:
@@ -256,10 +256,10 @@ def member_ledger(
     database: DatabaseDep,
     principal: CurrentPrincipal,
     kind: Annotated[list[EntryKind] | None, Query()] = None,
-    allocation: int | None = None,
+    allocation: Id | None = None,
     job: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="before")] = None,
+    since: Annotated[Instant | None, Query(description="at or after")] = None,
+    until: Annotated[Instant | None, Query(description="before")] = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$",
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

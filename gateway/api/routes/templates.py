@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from consortium.bounds import Id
 from gateway.api.deps import ContextDep, CurrentPrincipal, SessionDep
 from gateway.api.errors import problems
 from gateway.jobs import templates
@@ -33,7 +34,7 @@ def get_template(
     slug: Slug,
     session: SessionDep,
     _principal: CurrentPrincipal,  # any signed-in user
-    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+    version: Annotated[Id | None, Query(description="default: the latest")] = None,
 ) -> TemplateOut:
     return templates.to_out(*templates.get_version(session, slug, version))
 

@@ -9,14 +9,13 @@ from fastapi import APIRouter, Path
 
 from consortium import tokens
 from consortium.base import utcnow
+from consortium.bounds import Id
 from gateway.api.deps import ContextDep, CurrentPrincipal, SessionDep
 from gateway.api.errors import problems
 from gateway.api.schemas import Page
 from gateway.auth.schemas import PersonalTokenCreate, PersonalTokenCreated, PersonalTokenOut
 
 router = APIRouter(prefix="/me/tokens", tags=["auth"])
-
-MAX_ID = 2**63 - 1  # BIGINT: a larger id is a 422, not a database error
 
 
 @router.post("", status_code=201, response_model=PersonalTokenCreated,
@@ -62,7 +61,7 @@ def revoke_all_tokens(
 
 @router.delete("/{token_id}", status_code=204, responses=problems(401, 404))
 def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    token_id: Annotated[Id, Path()],
     principal: CurrentPrincipal,
     session: SessionDep,
     context: ContextDep,

@@ -1,0 +1,358 @@
+"""A job script's `#SBATCH` header, read as sbatch 22.05-24.11 reads it (src/sbatch/opt.c:
+`_opt_batch_script`, `get_argument`), so that the directives the gateway prices are exactly
+those sbatch would have applied.
+
+sbatch's rules, kept here:
+- Lines are split on `\\n` only. A line that begins (column 0, case-sensitive) with `#SBATCH` or
+  `#SLURM` is a directive line; a blank line or one whose first non-blank character is `#` is a
+  comment; the first other line is a command and ends the header. `  #SBATCH` and `#sbatch` are
+  comments, not directives.
+- The words of a directive line: blanks separate them; `'` and `"` quote (and are dropped); a
+  backslash keeps the next character as written (in quotes too); an unquoted `#` starts a
+  comment; an empty word (`''`) ends the line; an unmatched quote is fatal.
+- A line whose first word is `hetjob` or `packjob` (any case) separates the components of a
+  heterogeneous job; a `:` word is fatal.
+- The words of every line are then one argv for getopt_long: an option's value may be the next
+  word (even on the next line), short options group (`-c4`), a long option can be abbreviated.
+- sbatch also translates `#PBS` and `#BSUB` lines (anywhere in the first 100 commands) unless
+  `--ignore-pbs` is given; the gateway always gives it and refuses those lines in the header.
+
+Only an allow-list is taken (what the gateway prices or places); everything else is refused with
+its line number, and `neutralised` turns every directive line of the header into a plain comment
+before the script is sent, so no line of a script ever reaches sbatch's option parser.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+DIRECTIVE_PREFIXES = ("#SBATCH", "#SLURM")
+WRAPPER_PREFIXES = ("#PBS", "#BSUB")
+_SPACE = " \t\n\v\f\r"  # C's isspace
+_SEPARATORS = ("hetjob", "packjob")
+_GRES_GPU = re.compile(r"^gpu(?::(\d+))?$")
+_GPU_COUNT = re.compile(r"^(\d+)$")
+_MEMORY = re.compile(r"^(\d+)([KMGTkmgt]?)$")
+_MIB_PER_UNIT = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 ** 2}
+
+
+@dataclass(frozen=True)
+class _Option:
+    name: str  # the long name, as sbatch spells it
+    short: str | None
+
+
+# the options taken: long name -> short letter; all of them need a value
+ALLOWED = {o.name: o for o in (
+    _Option("time", "t"), _Option("nodes", "N"), _Option("ntasks", "n"),
+    _Option("cpus-per-task", "c"), _Option("mem", None), _Option("mem-per-cpu", None),
+    _Option("gres", None), _Option("gpus", "G"), _Option("partition", "p"),
+    _Option("job-name", "J"), _Option("array", "a"), _Option("output", "o"),
+    _Option("error", "e"))}
+_BY_SHORT = {o.short: o for o in ALLOWED.values() if o.short}
+_ALLOWED_TEXT = ", ".join(f"--{name}" for name in ALLOWED)
+
+_WIDENS = "it widens the job beyond its quote"
+_GATEWAYS = "the gateway sets it"
+# why the usual suspects are refused (every other option gets the generic reason)
+_REASONS = {
+    "exclusive": _WIDENS, "overcommit": _WIDENS, "oversubscribe": _WIDENS,
+    "ntasks-per-node": _WIDENS, "ntasks-per-socket": _WIDENS, "ntasks-per-core": _WIDENS,
+    "ntasks-per-gpu": _WIDENS, "gpus-per-node": _WIDENS, "gpus-per-task": _WIDENS,
+    "gpus-per-socket": _WIDENS, "cpus-per-gpu": _WIDENS, "mem-per-gpu": _WIDENS,
+    "mincpus": _WIDENS, "tres-per-task": _WIDENS, "licenses": _WIDENS, "core-spec": _WIDENS,
+    "thread-spec": _WIDENS, "sockets-per-node": _WIDENS, "cores-per-socket": _WIDENS,
+    "threads-per-core": _WIDENS, "extra-node-info": _WIDENS, "tmp": _WIDENS,
+    "account": f"{_GATEWAYS} (the member's account on the cluster)",
+    "comment": f"{_GATEWAYS} (it carries the job's marker)",
+    "qos": f"{_GATEWAYS} (the partition's)", "reservation": f"{_GATEWAYS} (none)",
+    "export": f"{_GATEWAYS} (give variables in `environment`)",
+    "export-file": f"{_GATEWAYS} (give variables in `environment`)",
+    "chdir": f"{_GATEWAYS} (give `workdir`)", "workdir": f"{_GATEWAYS} (give `workdir`)",
+    "input": f"{_GATEWAYS}",
+    "mail-type": "the gateway sends no mail from Slurm (use webhooks)",
+    "mail-user": "the gateway sends no mail from Slurm (use webhooks)",
+    "dependency": "the gateway submits each job on its own",
+    "begin": "the gateway holds a job's quote from its submission",
+    "hold": "the gateway holds a job's quote from its submission",
+    "deadline": "the gateway holds a job's quote from its submission",
+    "nice": "priority is the cluster's to set", "priority": "priority is the cluster's to set",
+    "requeue": "a requeued job runs again beyond its quote",
+    "clusters": "the cluster is chosen by the request's `cluster`",
+    "wrap": "the script is the job", "parsable": _GATEWAYS, "ignore-pbs": _GATEWAYS,
+    "test-only": _GATEWAYS, "wait": _GATEWAYS, "uid": _GATEWAYS, "gid": _GATEWAYS,
+}
+_SHORT_NAMES = {"A": "account", "b": "begin", "d": "dependency", "D": "chdir", "H": "hold",
+                "i": "input", "M": "clusters", "O": "overcommit", "q": "qos",
+                "s": "oversubscribe", "W": "wait", "B": "extra-node-info", "L": "licenses"}
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One option of the header, as written, with the line it starts on."""
+
+    line: int
+    option: str  # `--cpus-per-task` or `-c`
+    value: str
+
+
+@dataclass
+class FromScript:
+    """What a script's directives ask for. `resources` holds ResourcesIn fields; the others
+    wait for the merge with the request: `mem_mb_per_node` (`--mem`, per node in Slurm),
+    `mem_mb_per_cpu`, `gpus_per_node` (`--gres`, per node). `lines` gives each field's line."""
+
+    resources: dict[str, int | str] = field(default_factory=dict)
+    mem_mb_per_node: int | None = None
+    mem_mb_per_cpu: int | None = None
+    gpus_per_node: int | None = None
+    name: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+
+
+class DirectivesRefused(ValueError):
+    """Lines of the header the gateway does not take; each problem names its line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _header(lines: list[str]) -> tuple[list[tuple[int, str]], int]:
+    """(index, text after the prefix) of each directive line of the header, and the index of
+    the header's end (its first command)."""
+    found = []
+    for index, line in enumerate(lines):
+        prefix = next((p for p in DIRECTIVE_PREFIXES if line.startswith(p)), None)
+        if prefix is not None:
+            found.append((index, line[len(prefix):]))
+        elif line.strip(_SPACE)[:1] not in ("", "#"):
+            return found, index
+    return found, len(lines)
+
+
+def neutralised(script: str) -> str:
+    """The script with each directive line of its header made a comment (`##SBATCH ...`), so
+    that sbatch reads no option from it; every other byte is kept."""
+    lines = script.split("\n")
+    for index, _ in _header(lines)[0]:
+        lines[index] = "#" + lines[index]
+    return "\n".join(lines)
+
+
+def _words(text: str, line: int) -> tuple[list[str], str | None]:
+    """The words sbatch takes from a directive line (after its prefix), or the problem."""
+    words: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in _SPACE:
+            i += 1
+        if i == n:
+            return words, None
+        rest = text[i:]
+        for separator in _SEPARATORS:
+            if rest[:len(separator)].lower() == separator and rest[len(separator):][:1] in (
+                    "", *_SPACE):
+                return words, (f"line {line}: `{separator}` separates the components of a "
+                               "heterogeneous job; the gateway submits one job per request")
+        if text[i] == ":":
+            return words, f"line {line}: sbatch cannot read `:` here"
+        word, i, quote = _word(text, i)
+        if quote:
+            return words, f"line {line}: unmatched {quote}"
+        if not word:
+            return words, None  # sbatch stops reading the line at an empty word
+        words.append(word)
+
+
+def _word(text: str, i: int) -> tuple[str, int, str]:
+    """The word starting at `i`, where the next one may start, and the quote left open."""
+    word: list[str] = []
+    quote, escaped, n = "", False, len(text)
+    while i < n and (quote or text[i] not in _SPACE):
+        c = text[i]
+        i += 1
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+            continue
+        elif quote:
+            if c == quote:
+                quote = ""
+                continue
+        elif c in "\"'":
+            quote = c
+            continue
+        elif c == "#":
+            return "".join(word), n, ""  # the rest of the line is a comment
+        word.append(c)
+    return "".join(word), i, quote
+
+
+def directives(script: str) -> list[Directive]:
+    """The options of the script's header, in order, each with its value; DirectivesRefused
+    lists every line that cannot be taken (an option outside the allow-list among them)."""
+    lines = script.split("\n")
+    problems: list[str] = []
+    words: list[tuple[int, str]] = []
+    header, end = _header(lines)
+    for index, text in header:
+        found, problem = _words(text, index + 1)
+        words.extend((index + 1, w) for w in found)
+        if problem:
+            problems.append(problem)
+    for index, text in enumerate(lines[:end]):
+        if text.startswith(WRAPPER_PREFIXES):
+            problems.append(f"line {index + 1}: {text.split()[0]} directives are not taken "
+                            f"(write #SBATCH lines); allowed: {_ALLOWED_TEXT}")
+    found_options: list[Directive] = []
+    position = 0
+    while position < len(words):
+        line, word = words[position]
+        position += 1
+        option, value, problem = _option(word)
+        if problem is not None:
+            problems.append(f"line {line}: {problem}")
+            while position < len(words) and not words[position][1].startswith("-"):
+                position += 1  # its value, if it takes one: reported once, with the option
+            continue
+        if value is None:
+            if position == len(words):
+                problems.append(f"line {line}: {word} needs a value")
+                continue
+            value = words[position][1]
+            position += 1
+        found_options.append(Directive(line, option, value))
+    if problems:
+        raise DirectivesRefused(problems)
+    return found_options
+
+
+def _option(word: str) -> tuple[str, str | None, str | None]:
+    """(the option as written, its value if in the same word, the problem if refused)."""
+    if word.startswith("--") and len(word) > 2:
+        name, equals, value = word[2:].partition("=")
+        if name in ALLOWED:
+            return f"--{name}", value if equals else None, None
+        return word, None, _refusal(f"--{name}", name)
+    if word.startswith("-") and len(word) > 1 and word != "--":
+        letter, rest = word[1], word[2:]
+        allowed = _BY_SHORT.get(letter)
+        if allowed is not None:
+            return f"-{letter}", rest or None, None
+        return word, None, _refusal(f"-{letter}", _SHORT_NAMES.get(letter))
+    return word, None, f"`{word}` is not an option (sbatch would refuse the script)"
+
+
+def _refusal(written: str, name: str | None) -> str:
+    if name is not None and name not in ALLOWED and any(a.startswith(name) for a in ALLOWED):
+        return f"#SBATCH {written} is not allowed: write the option's full name"
+    reason = _REASONS.get(name or "", "the gateway does not take it")
+    return f"#SBATCH {written} is not allowed: {reason}; allowed: {_ALLOWED_TEXT}"
+
+
+def from_script(script: str) -> FromScript:
+    """The resources, name and output files the script's header asks for (the last of an
+    option wins, as in sbatch); DirectivesRefused lists every line not taken."""
+    asked = FromScript()
+    problems: list[str] = []
+    for d in directives(script):
+        name = _BY_SHORT[d.option[1]].name if len(d.option) == 2 else d.option[2:]
+        try:
+            _apply(asked, name, d.value.strip(_SPACE) if name not in ("job-name",) else d.value)
+        except ValueError as exc:
+            written = f"{d.option}={d.value}" if d.option.startswith("--") else (
+                f"{d.option} {d.value}")
+            problems.append(f"line {d.line}: #SBATCH {written}: {exc}")
+            continue
+        asked.lines[name] = d.line
+    for first, second in (("mem", "mem-per-cpu"), ("gres", "gpus")):
+        if first in asked.lines and second in asked.lines:
+            problems.append(f"line {max(asked.lines[first], asked.lines[second])}: "
+                            f"--{first} and --{second} exclude each other")
+    if problems:
+        raise DirectivesRefused(problems)
+    return asked
+
+
+def _apply(asked: FromScript, name: str, value: str) -> None:
+    match name:
+        case "time":
+            asked.resources["time_limit_minutes"] = minutes(value)
+        case "nodes" | "ntasks" | "cpus-per-task":
+            asked.resources[name.replace("-", "_")] = _count(value)
+        case "mem":
+            asked.mem_mb_per_node = mebibytes(value)
+        case "mem-per-cpu":
+            asked.mem_mb_per_cpu = mebibytes(value)
+        case "gres":
+            asked.gpus_per_node = _gres_gpus(value)
+        case "gpus":
+            asked.resources["gpus"] = _gpus(value)
+        case "partition":
+            if "," in value:
+                raise ValueError("name one partition")
+            asked.resources["partition"] = value
+        case "array":
+            asked.resources["array"] = value
+        case "job-name":
+            asked.name = value
+        case "output":
+            asked.stdout = value
+        case "error":
+            asked.stderr = value
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError("give one whole number (no range)")
+    return int(value)
+
+
+def minutes(value: str) -> int:
+    """sbatch's time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) as minutes, rounded up."""
+    days, dash, clock = value.rpartition("-") if "-" in value else ("", "", value)
+    parts = clock.split(":")
+    if not all(p.isdigit() for p in parts) or (dash and not days.isdigit()) or len(parts) > 3:
+        raise ValueError("use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
+    numbers = [int(p) for p in parts]
+    if dash:  # D-HH[:MM[:SS]]
+        hours, mins, secs = [*numbers, 0, 0][:3]
+        hours += int(days) * 24
+    elif len(numbers) == 3:  # H:M:S
+        hours, mins, secs = numbers
+    else:  # M or M:S
+        hours, (mins, secs) = 0, [*numbers, 0][:2]
+    seconds = (hours * 60 + mins) * 60 + secs
+    if seconds == 0:
+        raise ValueError("a time of 0 means no limit in Slurm; give a limit")
+    return math.ceil(seconds / 60)
+
+
+def mebibytes(value: str) -> int:
+    """A Slurm size (a number with K, M, G or T; M when none) in MiB, rounded up."""
+    found = _MEMORY.match(value)
+    if not found:
+        raise ValueError("use a whole number with K, M, G or T (M when none)")
+    amount = int(found[1]) * _MIB_PER_UNIT[(found[2] or "m").lower()]
+    if amount == 0:
+        raise ValueError("0 means all the memory of the node in Slurm; give a size")
+    return math.ceil(amount)
+
+
+def _gres_gpus(value: str) -> int:
+    found = _GRES_GPU.match(value)
+    if not found:
+        raise ValueError("only `gpu` or `gpu:N` is taken (GPUs are counted, not typed)")
+    return int(found[1]) if found[1] is not None else 1
+
+
+def _gpus(value: str) -> int:
+    if not _GPU_COUNT.match(value):
+        raise ValueError("only a count is taken (GPUs are counted, not typed)")
+    return int(value)
