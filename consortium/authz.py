@@ -72,13 +72,9 @@ class Principal:
         return ids
 
     def held_scopes(self) -> frozenset[Scope]:
-        """The scopes this credential can use: its own (every scope for a login) narrowed to
-        what the user's roles in the members it reaches allow, all of them for acting admins."""
-        if self.acts_as_admin:
-            return self.scopes
-        allowed = frozenset[Scope]().union(
-            *(ROLE_SCOPES[self.roles[member_id]] for member_id in self.visible_member_ids()))
-        return self.scopes & allowed
+        """The scopes this credential can use, by the rule `require` applies: a scope is held
+        when it allows acting on some member (every scope for an acting admin)."""
+        return frozenset(s for s in Scope if member_ids_for(self, s) != frozenset())
 
 
 def member_ids_for(principal: Principal, scope: Scope) -> frozenset[int] | None:

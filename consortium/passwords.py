@@ -11,6 +11,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from zxcvbn import zxcvbn  # type: ignore[import-untyped]  # no type information shipped
 
+from consortium.errors import InvalidInput
+
 # argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, m=64 MiB, p=4).
 _hasher = PasswordHasher()
 
@@ -58,3 +60,23 @@ def weakness(password: str, user_inputs: Sequence[str] = ()) -> str | None:
     feedback = estimate["feedback"]
     advice = " ".join([feedback["warning"], *feedback["suggestions"]]).strip()
     return f"this password is too easy to guess: {advice or 'add a few unrelated words.'}"
+
+
+class WeakPassword(InvalidInput):
+    """A password too easy to guess, answered as a validation error of the request's
+    `password` field (422, like the schema's own checks)."""
+
+    code = "validation"
+    title = "Validation failed"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem, errors=[{"loc": ["body", "password"], "msg": problem,
+                                           "type": "weak_password"}])
+
+
+def require_strong(password: str, user_inputs: Sequence[str]) -> None:
+    """Raise WeakPassword unless the password is hard to guess, the account's own words
+    (`user_inputs`: its email and name) counted among the guesses."""
+    problem = weakness(password, user_inputs)
+    if problem is not None:
+        raise WeakPassword(problem)

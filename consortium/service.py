@@ -45,7 +45,7 @@ from consortium.models import (
     Role,
     User,
 )
-from consortium.passwords import hash_password
+from consortium.passwords import hash_password, require_strong
 from consortium.schemas import (
     SLUG_PATTERN,
     AuditFilter,
@@ -364,6 +364,7 @@ def create_user(session: Session, actor: Actor, data: UserCreate, *,
     duplicate = f"an account with the email '{data.email}' already exists"
     if session.scalar(select(User.id).where(User.email_normalized == normalized)) is not None:
         raise Conflict(duplicate)
+    require_strong(data.password, [data.email, data.name])
     user = User(email=data.email, email_normalized=normalized, name=data.name,
                 password_hash=hash_password(data.password), is_admin=data.is_admin,
                 is_active=True)
@@ -582,6 +583,8 @@ def accept_invitation(session: Session, token: str, data: InvitationAccept, *,
     else:
         if data.name is None or data.password is None:
             raise InvitationNeedsSignIn(SIGN_IN_OR_CREATE)
+        # after the token's check: a caller without a good token never gets to spend it
+        require_strong(data.password, [invitation.email, data.name])
         if session.scalar(select(User.id).where(User.email_normalized == email)) is not None:
             raise InvitationNeedsSignIn(SIGN_IN_OR_CREATE)
         user = User(email=invitation.email, email_normalized=email, name=data.name,

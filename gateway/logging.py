@@ -4,8 +4,9 @@ bound per request.
 An error costs milliseconds and a bounded line in every mode: tracebacks are Python's plain
 ones (never rendered with their frames' local variables, which hold requests, headers, tokens
 and the app itself: structlog's console default, rich with show_locals, took seconds and
-megabytes per error on the event loop), keep their innermost frames, are cut to a bounded size
-and have bearer tokens masked.
+megabytes per error on the event loop), keep their innermost frames, cut each exception's
+message (a long one would push every frame out of the kept end), are cut to a bounded size and
+have tokens masked.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from structlog.typing import ExcInfo
 
 TRACEBACK_FRAMES = 30  # innermost frames of each exception of a chain
 TRACEBACK_CHARS = 8 * 1024  # the end is kept: the exception and the frames that raised it
-_SECRETS = re.compile(r"(?i)(bearer\s+|hpcgw_pat_)[A-Za-z0-9._~+/=-]{8,}")
+MESSAGE_CHARS = 1024  # the start of each exception's message (and of each frame's lines)
+# bearer credentials, the gateway's tokens (access, refresh, webhook secrets) and any JWT
+_SECRETS = re.compile(r"(?i)(bearer\s+|hpcgw_(?:pat|rt)_|whsec_)[A-Za-z0-9._~+/=-]{8,}")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # secrets that travel in a path (invitation tokens) never reach the logs
 _SECRET_IN_PATH = re.compile(r"(/invitations/)[^/]+")
 # Starlette answers an unhandled error through the app's 500 handler, which logs it with its
@@ -32,9 +36,20 @@ def loggable_path(path: str) -> str:
     return _SECRET_IN_PATH.sub(r"\1[redacted]", path)
 
 
+def _masked(text: str) -> str:
+    return _JWT.sub("[redacted]", _SECRETS.sub(r"\1[redacted]", text))
+
+
+def _cut(part: str) -> str:
+    if len(part) <= MESSAGE_CHARS:
+        return part
+    return f"{part[:MESSAGE_CHARS]} [{len(part) - MESSAGE_CHARS} characters cut]\n"
+
+
 def bounded_traceback(exc_info: ExcInfo) -> str:
-    text = "".join(traceback.format_exception(*exc_info, limit=-TRACEBACK_FRAMES))
-    text = _SECRETS.sub(r"\1[redacted]", text)
+    # format() yields each frame, and each exception's message, as one part
+    parts = traceback.TracebackException(*exc_info, limit=-TRACEBACK_FRAMES).format()
+    text = "".join(_cut(_masked(part)) for part in parts)
     if len(text) > TRACEBACK_CHARS:
         text = f"[{len(text) - TRACEBACK_CHARS} characters cut]\n{text[-TRACEBACK_CHARS:]}"
     return text

@@ -151,19 +151,10 @@ def hold(
             raise Conflict(f"job {job.job_id} already holds quota for another member")
         return existing
     now = now or utcnow()
-    usable = [a for a in allocations if a.in_period(now)]
-    member_available = sum(a.available_msu for a in usable)
-    earmarked = sorted((a for a in usable
-                        if a.project_id is not None and a.project_id == job.project_id),
-                       key=_draw_order)
-    general = sorted((a for a in usable if a.project_id is None), key=_draw_order)
-    candidates = earmarked + general
-    chosen = next((a for a in candidates if a.available_msu >= amount), None)
-    if chosen is None or member_available < amount:
-        held, count = repository.open_holds(session, job.member_id)
-        best = max((a.available_msu for a in candidates), default=0)
-        raise QuotaExceeded(requested_msu=amount, available_msu=min(best, member_available),
-                            held_msu=held, open_holds=count)
+    chosen = _draw(session, allocations, member_id=job.member_id,
+                   project_id=job.project_id, amount=amount, now=now)
+    if isinstance(chosen, QuotaExceeded):
+        raise chosen
     new = Hold(job_id=job.job_id, allocation_id=chosen.id, member_id=job.member_id,
                project_id=job.project_id, user_id=job.user_id, cluster=job.cluster,
                partition=job.partition, amount_msu=amount, state=HoldState.open,
@@ -175,6 +166,45 @@ def hold(
     if not new_job:
         session.flush()
     return new
+
+
+def _draw(session: Session, allocations: Sequence[Allocation], *, member_id: int,
+          project_id: int | None, amount: int, now: datetime) -> Allocation | QuotaExceeded:
+    """The allocation a hold of `amount` draws on (module docstring), or the refusal with its
+    numbers."""
+    usable = [a for a in allocations if a.in_period(now)]
+    member_available = sum(a.available_msu for a in usable)
+    earmarked = sorted((a for a in usable
+                        if a.project_id is not None and a.project_id == project_id),
+                       key=_draw_order)
+    general = sorted((a for a in usable if a.project_id is None), key=_draw_order)
+    candidates = earmarked + general
+    chosen = next((a for a in candidates if a.available_msu >= amount), None)
+    if chosen is None or member_available < amount:
+        held, count = repository.open_holds(session, member_id)
+        best = max((a.available_msu for a in candidates), default=0)
+        return QuotaExceeded(requested_msu=amount, available_msu=min(best, member_available),
+                             held_msu=held, open_holds=count)
+    return chosen
+
+
+@dataclass(frozen=True)
+class Fit:
+    available_msu: int  # what the member's current allocations have available (as usage's)
+    refusal: QuotaExceeded | None  # why a hold of the amount would be refused now
+
+
+def fit(session: Session, member_id: int, project_id: int | None, amount: int, *,
+        now: datetime | None = None) -> Fit:
+    """Whether a hold of `amount` would be taken now, decided as `hold` decides, without
+    locking or writing anything (a quote: a later hold may still be refused)."""
+    now = now or utcnow()
+    allocations = repository.allocations_of(session, member_id,
+                                            states=[AllocationState.active])
+    drawn = _draw(session, allocations, member_id=member_id, project_id=project_id,
+                  amount=amount, now=now)
+    return Fit(available_msu=sum(a.available_msu for a in allocations if a.in_period(now)),
+               refusal=drawn if isinstance(drawn, QuotaExceeded) else None)
 
 
 def _locked_hold(session: Session, job_id: str) -> tuple[Hold, Allocation]:

@@ -11,6 +11,7 @@ from schedulers.config import ClusterConfig
 from schedulers.models import (
     AccountingRecord,
     AssociationLimits,
+    FileEntry,
     FoundJob,
     Health,
     Identity,
@@ -94,7 +95,15 @@ class Scheduler(ABC):
     async def put_file(self, identity: Identity, path: str, data: bytes) -> None: ...
 
     @abstractmethod
-    async def get_file(self, identity: Identity, path: str, limit: int) -> bytes: ...
+    async def get_file(self, identity: Identity, path: str, limit: int) -> bytes:
+        """The whole file (SchedulerRejected beyond `limit` bytes; IsADirectory for a
+        directory)."""
+
+    @abstractmethod
+    async def list_files(self, identity: Identity, path: str) -> list[FileEntry]:
+        """The regular files and directories in directory `path` (relative to the work root,
+        "" for the root itself), by name; symbolic links and special files are left out.
+        NotADirectory for a file, SchedulerRejected for a path that does not exist."""
 
     @abstractmethod
     async def health(self) -> Health: ...

@@ -48,6 +48,15 @@ class PartitionConfig(_Strict):
     max_cpus_per_job: int = Field(ge=1)
     max_gpus_per_job: int = Field(0, ge=0)
     max_mem_mb_per_job: int = Field(ge=1)
+    # Slurm allocates whole cores where SelectTypeParameters is CR_Core* and nodes have
+    # ThreadsPerCore > 1: `-c 1` then gets (and is charged) 2 CPUs. A job's CPUs are priced,
+    # held and checked (gateway.jobs.widening) rounded up to this many, so the hold covers what
+    # Slurm allocates and the tracker does not take the rounding for a widened job.
+    cpus_per_core: int = Field(1, ge=1, le=16)
+
+    def allocated_cpus(self, cpus: int) -> int:
+        """The CPUs Slurm allocates for `cpus`: whole cores of `cpus_per_core` threads."""
+        return -(-cpus // self.cpus_per_core) * self.cpus_per_core
     billing: BillingWeights = BillingWeights()
     # resources this partition gives away on purpose (their weight stays 0). Under MAX_TRES a
     # weight left at 0 lets a job take all of that resource for the price of the others.

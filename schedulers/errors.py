@@ -40,3 +40,11 @@ class SchedulerAuthError(SchedulerError):
 
 class PathRefused(SchedulerError):
     """A path outside the member's work directory (`..`, absolute, or through a symlink)."""
+
+
+class IsADirectory(SchedulerRejected):
+    """A file was asked for and the path is a directory (list it instead)."""
+
+
+class NotADirectory(SchedulerRejected):
+    """A listing was asked for and the path is not a directory."""

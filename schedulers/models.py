@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,11 +85,25 @@ class FoundJob(_Frozen):
     submit: datetime | None = None  # Slurm's submit time, where the scheduler reports it
 
 
+# Slurm's INFINITE time limit ("UNLIMITED"), in minutes
+UNLIMITED_MINUTES = 0xFFFFFFFF
+
+
 class JobStatus(_Frozen):
+    """A live job (an array's task) as the scheduler holds it. The sizes are what it holds
+    now: requested while pending, allocated once running; None where the backend does not
+    say (then nothing is compared with the job's quote)."""
+
     scheduler_id: str
     state: JobState
     raw_state: str
     reason: str | None = None  # Slurm's reason code while pending (e.g. "Resources")
+    cpus: int | None = None
+    mem_mb: int | None = None  # the whole job's (task's)
+    nodes: int | None = None
+    gpus: int | None = None
+    time_limit_minutes: int | None = None  # UNLIMITED_MINUTES for no limit
+    exclusive: bool | None = None  # whole nodes, not shared with other jobs
 
 
 class AccountingRecord(_Frozen):
@@ -116,6 +131,15 @@ class OutputChunk(_Frozen):
     offset: int
     next_offset: int
     size: int  # the file's size when read
+
+
+class FileEntry(_Frozen):
+    """One entry of a directory listing: a regular file or a directory."""
+
+    name: str
+    type: Literal["file", "dir"]
+    size: int  # bytes (a directory's as its file system reports it)
+    modified: datetime | None = None
 
 
 class Health(_Frozen):

@@ -42,6 +42,9 @@ RUN=/run/hpcgw-testcluster
 LOGS=/var/log/hpcgw-testcluster
 ETC=$STATE/etc                     # slurm.conf, slurmdbd.conf, cgroup.conf, my.cnf, sshd_config
 KEYS=$STATE/keys
+# the accounts' authorized_keys, one file per user, root's (docs/cluster-accounts.md): a job of
+# the member cannot add a key or a command= to its own login
+AUTH_KEYS=$STATE/authorized_keys
 KNOWN_HOSTS=$STATE/known_hosts
 export SLURM_CONF=$ETC/slurm.conf  # every Slurm command below (and over ssh, via sshd SetEnv)
 MUNGE_SOCKET=$RUN/munge/munge.socket
@@ -208,6 +211,7 @@ install_packages() {
 write_configs() {
   install -d -m 755 "$STATE" "$ETC" "$RUN" "$LOGS"
   install -d -m 700 "$KEYS"
+  install -d -m 755 -o root -g root "$AUTH_KEYS"
   install -d -m 755 -o slurm -g slurm "$STATE/slurmctld" "$STATE/slurmd" "$LOGS/slurm"
   install -d -m 755 -o munge -g munge "$RUN/munge" "$LOGS/munge"
   install -d -m 700 -o munge -g munge "$STATE/munge"
@@ -352,7 +356,12 @@ ListenAddress 127.0.0.1
 PidFile $PID_SSHD
 HostKey $STATE/ssh_host_ed25519_key
 PubkeyAuthentication yes
-AuthorizedKeysFile .ssh/authorized_keys
+# Hardening (docs/cluster-accounts.md): the members' jobs run as these accounts and can write
+# their homes, so nothing there may act on the gateway's logins: keys root's, outside the home;
+# no ~/.ssh/rc, no ~/.ssh/environment; the accounts' shell /bin/sh reads no file for sh -c.
+AuthorizedKeysFile $AUTH_KEYS/%u
+PermitUserRC no
+PermitUserEnvironment no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
@@ -369,15 +378,20 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel INFO
 EOF
   CH_SSHD=$CHANGED
+  # a config this sshd refuses must not stop the running one
+  /usr/sbin/sshd -t -f "$ETC/sshd_config" || die "sshd refuses $ETC/sshd_config"
 }
 
-# setup_user NAME: unix user in its own group, home and ~/hpcgw 0700, key pair, authorized_keys
+# setup_user NAME: unix user in its own group, home and ~/hpcgw 0700, key pair; login shell
+# /bin/sh (dash reads no startup file for `sh -c`; bash started by sshd reads ~/.bashrc) and
+# authorized_keys root's in $AUTH_KEYS (see write_configs' sshd_config)
 setup_user() {
   local u=$1 home key
   if ! id "$u" >/dev/null 2>&1; then
-    useradd --create-home --user-group --shell /bin/bash "$u"
+    useradd --create-home --user-group --shell /bin/sh "$u"
     log "created user $u"
   fi
+  [[ $(getent passwd "$u" | cut -d: -f7) == /bin/sh ]] || usermod --shell /bin/sh "$u"
   # '!' (useradd's locked password) makes sshd without PAM refuse even keys; '*' = no password
   [[ $(getent shadow "$u" | cut -d: -f2) == '*' ]] || usermod -p '*' "$u"
   home=$(getent passwd "$u" | cut -d: -f6)
@@ -385,7 +399,8 @@ setup_user() {
   key=$KEYS/${u}_ed25519
   [[ -s $key ]] || ssh-keygen -q -t ed25519 -N '' -C "$u@hpcgw-testcluster" -f "$key"
   chmod 600 "$key"
-  put_file "$home/.ssh/authorized_keys" 600 "$u:$u" <"$key.pub"
+  put_file "$AUTH_KEYS/$u" 644 root:root <"$key.pub"
+  rm -f "$home/.ssh/authorized_keys"   # where earlier versions put it; sshd no longer reads it
 }
 
 start_munge() {

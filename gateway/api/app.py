@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from gateway.api.errors import PROBLEM_JSON, Problem, install_error_handlers
+from gateway.api.errors import PROBLEM_JSON, Problem, install_error_handlers, problem_types
 from gateway.api.job_reads import JobReadPath, JobReads
 from gateway.api.middleware import BodyGuard, RequestIdMiddleware
 from gateway.api.routes import (
@@ -38,6 +40,28 @@ from gateway.webhooks.delivery import webhooks_runtime
 from schedulers.base import Scheduler
 
 API_PREFIX = "/api/v1"
+
+
+TAGS = [
+    {"name": "auth", "description": "Log in (password, OIDC), who am I, personal access tokens."},
+    {"name": "jobs", "description": "Submit a script or a template, quote without submitting, "
+                                    "follow, cancel, read the output and the files of a job."},
+    {"name": "quotas", "description": "Allocations, usage, the ledger, alerts, rate cards: where "
+                                      "the hours went."},
+    {"name": "members", "description": "Consortium members, their cluster accounts, users and "
+                                       "projects."},
+    {"name": "invitations", "description": "Invite a person into a member, accept an "
+                                           "invitation."},
+    {"name": "templates", "description": "Admin-approved job scripts with typed parameters."},
+    {"name": "webhooks", "description": "A project's job events POSTed to its own URL, signed."},
+    {"name": "audit", "description": "Who did what, for whom, from where."},
+    {"name": "operations", "description": "Health, readiness and metrics of the gateway."},
+]
+
+
+def _operation_id(route: APIRoute) -> str:
+    tag = str(route.tags[0]) if route.tags else "default"
+    return f"{tag}-{route.name.replace('_', '-')}"
 
 
 def create_app(settings: Settings, database: Database | None = None,
@@ -68,6 +92,10 @@ def create_app(settings: Settings, database: Database | None = None,
         docs_url="/docs",
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True},
+        openapi_tags=TAGS,
+        # readable operation ids for generated clients (`jobs-submit`): each route names its
+        # own; one that does not gets `<tag>-<function>`
+        generate_unique_id_function=_operation_id,
         # sovereign by design: no OpenTelemetry spans, metrics or logs, even if a provider or
         # FASTAPI_OTEL_AUTO_CONFIGURE appears in the environment (and no check per request)
         telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
@@ -105,9 +133,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                         routes=app.routes)
+                         routes=app.routes, tags=app.openapi_tags)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Problem"] = Problem.model_json_schema()
+    types = problem_types()
     for schema_name in ("HTTPValidationError", "ValidationError"):
         components.pop(schema_name, None)
     problem_ref = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -119,5 +148,22 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if "requestBody" in operation:
                 responses.setdefault("413", {"description": "Content Too Large",
                                              "content": problem_ref})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    _name_problem_types(response, int(status), types.get(int(status), {}))
     app.openapi_schema = schema
     return schema
+
+
+def _name_problem_types(response: dict[str, Any], status: int, types: dict[str, str]) -> None:
+    """The problem types a status can carry, in its description and as examples (a copy per
+    response: generated clients and the docs read them there)."""
+    if not types:
+        return
+    phrase = HTTPStatus(status).phrase
+    response["description"] = f"{phrase}; problem type " + ", ".join(f"`{t}`" for t in types)
+    response["content"] = {PROBLEM_JSON: {
+        "schema": {"$ref": "#/components/schemas/Problem"},
+        "examples": {t.rsplit("/", 1)[-1].replace(":", "-"): {
+            "summary": title, "value": {"type": t, "title": title, "status": status}}
+            for t, title in types.items()}}}

@@ -142,6 +142,29 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
+# the problem types the HTTP layer answers itself (no route, a method not allowed, a body too
+# large, a bug), beside the domain's and the validation's
+_HTTP_TYPES = {404: ["about:blank"], 405: ["about:blank"], 413: ["about:blank"],
+               422: ["/problems/validation"], 500: ["about:blank"]}
+
+
+def _subclasses(cls: type[domain.DomainError]) -> list[type[domain.DomainError]]:
+    return [cls] + [c for sub in cls.__subclasses__() for c in _subclasses(sub)]
+
+
+def problem_types() -> dict[int, dict[str, str]]:
+    """Status -> {problem type: title} of every refusal the API can send, read from the table
+    (so it is complete once the routes have registered their statuses)."""
+    types: dict[int, dict[str, str]] = {}
+    for status, urls in _HTTP_TYPES.items():
+        types.setdefault(status, {}).update(dict.fromkeys(urls, HTTPStatus(status).phrase))
+    for cls in _subclasses(domain.DomainError):
+        mapped = next((STATUS_OF[c] for c in cls.__mro__ if c in STATUS_OF), None)
+        if mapped is not None:
+            types.setdefault(mapped, {})[f"/problems/{cls.code}"] = cls.title
+    return types
+
+
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return."""
     out: dict[int | str, dict[str, Any]] = {}

@@ -62,7 +62,7 @@ class PersonalTokenCreated(PersonalTokenOut):
     token: str = Field(description="the token itself, shown this once only")
 
 
-class MembershipOut(BaseModel):
+class MeMembership(BaseModel):
     member_id: int
     member_slug: str
     member_name: str
@@ -75,7 +75,7 @@ class MeOut(BaseModel):
     email: str
     name: str
     is_admin: bool
-    memberships: list[MembershipOut]
+    memberships: list[MeMembership]
     scopes: list[Scope] = Field(description="the scopes the credential of this request holds: "
                                 "its own, within what your roles (or admin flag) allow")
     via: str = Field(description="session, pat or oidc")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.jobs.directives import whole_number
+
 # Slurm's default MaxArraySize is 1001 (task ids 0-1000); the gateway's bound is the same
 MAX_TASK_ID = 1000
 MAX_TASKS = 1001
-_PART = re.compile(r"^(\d{1,7})(?:-(\d{1,7})(?::(\d{1,7}))?)?$")
+_PART = re.compile(r"([0-9]{1,7})(?:-([0-9]{1,7})(?::([0-9]{1,7}))?)?")  # ASCII digits only
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,13 @@ def parse_array(spec: str) -> ArraySpec:
     ids_part, percent, limit = text.partition("%")
     max_running = None
     if percent:
-        if not limit.isdigit() or int(limit) < 1:
-            raise ValueError(f"{spec!r}: after % comes the number of tasks that may run at once")
-        max_running = int(limit)
+        max_running = whole_number(limit)
+        if max_running is None or not 1 <= max_running <= MAX_TASKS:
+            raise ValueError(f"{spec!r}: after % comes the number of tasks that may run at "
+                             f"once, 1 to {MAX_TASKS}")
     ids: set[int] = set()
     for part in ids_part.split(","):
-        found = _PART.match(part.strip())
+        found = _PART.fullmatch(part.strip())
         if not found:
             raise ValueError(f"{spec!r}: use task ids, ranges and steps like 0-15:2,20%4")
         first = int(found[1])

@@ -32,9 +32,12 @@ DIRECTIVE_PREFIXES = ("#SBATCH", "#SLURM")
 WRAPPER_PREFIXES = ("#PBS", "#BSUB")
 _SPACE = " \t\n\v\f\r"  # C's isspace
 _SEPARATORS = ("hetjob", "packjob")
-_GRES_GPU = re.compile(r"^gpu(?::(\d+))?$")
-_GPU_COUNT = re.compile(r"^(\d+)$")
-_MEMORY = re.compile(r"^(\d+)([KMGTkmgt]?)$")
+# ASCII digits only (`\d` and str.isdigit take `٣` and `²`); 18 of them at most, far above
+# every bound, and below the length int() refuses with its own message
+_DIGITS = "[0-9]{1,18}"
+_NUMBER = re.compile(_DIGITS)
+_GRES_GPU = re.compile(f"gpu(?::({_DIGITS}))?")
+_MEMORY = re.compile(f"({_DIGITS})([KMGTkmgt]?)")
 _MIB_PER_UNIT = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 ** 2}
 
 
@@ -308,22 +311,29 @@ def _apply(asked: FromScript, name: str, value: str) -> None:
             asked.stderr = value
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number written in ASCII digits, or None."""
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
 def _count(value: str) -> int:
-    if not value.isdigit():
+    count = whole_number(value)
+    if count is None:
         raise ValueError("give one whole number (no range)")
-    return int(value)
+    return count
 
 
 def minutes(value: str) -> int:
     """sbatch's time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) as minutes, rounded up."""
     days, dash, clock = value.rpartition("-") if "-" in value else ("", "", value)
     parts = clock.split(":")
-    if not all(p.isdigit() for p in parts) or (dash and not days.isdigit()) or len(parts) > 3:
+    numbers = [n for n in map(whole_number, parts) if n is not None]
+    day_count = whole_number(days) if dash else 0
+    if len(numbers) != len(parts) or day_count is None or len(parts) > 3:
         raise ValueError("use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
-    numbers = [int(p) for p in parts]
     if dash:  # D-HH[:MM[:SS]]
         hours, mins, secs = [*numbers, 0, 0][:3]
-        hours += int(days) * 24
+        hours += day_count * 24
     elif len(numbers) == 3:  # H:M:S
         hours, mins, secs = numbers
     else:  # M or M:S
@@ -336,7 +346,7 @@ def minutes(value: str) -> int:
 
 def mebibytes(value: str) -> int:
     """A Slurm size (a number with K, M, G or T; M when none) in MiB, rounded up."""
-    found = _MEMORY.match(value)
+    found = _MEMORY.fullmatch(value)
     if not found:
         raise ValueError("use a whole number with K, M, G or T (M when none)")
     amount = int(found[1]) * _MIB_PER_UNIT[(found[2] or "m").lower()]
@@ -346,13 +356,14 @@ def mebibytes(value: str) -> int:
 
 
 def _gres_gpus(value: str) -> int:
-    found = _GRES_GPU.match(value)
+    found = _GRES_GPU.fullmatch(value)
     if not found:
         raise ValueError("only `gpu` or `gpu:N` is taken (GPUs are counted, not typed)")
     return int(found[1]) if found[1] is not None else 1
 
 
 def _gpus(value: str) -> int:
-    if not _GPU_COUNT.match(value):
+    count = whole_number(value)
+    if count is None:
         raise ValueError("only a count is taken (GPUs are counted, not typed)")
-    return int(value)
+    return count

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import UndefinedError
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.jobs import directives
+from gateway.jobs import directives, templates
 from gateway.jobs.errors import JobInputInvalid
 from gateway.jobs.schemas import FilePath, JobCreate, JobName, ResourcesIn
 
@@ -88,23 +88,38 @@ def resolve_rendered(request: JobCreate, render: Callable[[Mapping[str, Any]], s
                      default_name: str) -> tuple[Resolved, str]:
     """A template's job: rendered with the request's resources, its directives resolved, and
     rendered again with the result when that differs (a template may print the resources it
-    is given, in its own `#SBATCH` lines too); (the resolution, the script)."""
+    is given, in its own `#SBATCH` lines too); (the resolution, the script). A render that
+    fails, but for a resource left to the script in the first one, is a 422 naming the line."""
     given = request.resources.model_dump(exclude_none=True) if request.resources else {}
     known = {**_DEFAULTS, **given}
     try:
         script: str | None = render(known)
-    except TemplateError:
+    except UndefinedError as exc:
+        if not _lacks_a_resource(exc, known):
+            raise templates.render_refused(exc, "template") from exc
         script = None  # it needs a resource the request leaves to the script: resolved below
+    except Exception as exc:
+        raise templates.render_refused(exc, "template") from exc
     resolved = resolve(request, script, default_name=default_name, where="template")
     final = resolved.resources.model_dump()
     if final == known and script is not None:
         return resolved, script
-    script = render(final)
+    try:
+        script = render(final)
+    except Exception as exc:
+        raise templates.render_refused(exc, "template") from exc
     again = resolve(request, script, default_name=default_name, where="template")
     if again != resolved:
         raise JobInputInvalid.at(("template",), "the template's #SBATCH lines change with the "
                                  "resources they set; give the resources in the request")
     return again, script
+
+
+def _lacks_a_resource(exc: UndefinedError, known: Mapping[str, Any]) -> bool:
+    """Whether the render stopped at a field of `resources` not known yet (jinja names the
+    missing key of the `resources` dict in its message)."""
+    return any(exc.message == f"'dict object' has no attribute '{field}'"
+               for field in ResourcesIn.model_fields if field not in known)
 
 
 def _at(where: str, msg: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -273,6 +273,37 @@ class OutputOut(BaseModel):
     complete: bool = Field(description="the job (an array's task) has ended and everything "
                                        "was read")
     task: int | None = Field(None, description="the array task whose output this is")
+
+
+class JobQuote(BaseModel):
+    """What a submission of this request would be quoted and held, and whether the hold would
+    be taken now (nothing is written: a later submission is decided again)."""
+
+    cluster: str
+    partition: str
+    resources: dict[str, Any] = Field(description="resolved, as the job would show them")
+    tasks: int = Field(description="a job array's tasks, else 1")
+    rate_msu_per_hour: int = Field(description="milli-SU per hour of one task")
+    quote_msu: int = Field(description="the hold: the rate times the time limit, times tasks")
+    available_msu: int = Field(description="what the member's current allocations have "
+                                           "available now (as its usage shows)")
+    fits: bool = Field(description="a submission now would be accepted")
+    message: str | None = Field(description="why it would be refused (quota, job cap)")
+
+
+class FileEntryOut(BaseModel):
+    name: str
+    type: Literal["file", "dir"]
+    size: int = Field(description="bytes")
+    modified: datetime | None
+
+
+class FileListing(BaseModel):
+    """The regular files and directories of a directory of the job's working directory
+    (symbolic links and special files are not listed)."""
+
+    path: str = Field(description="relative to the job's working directory; empty: itself")
+    entries: list[FileEntryOut]
 
 
 # --- templates ------------------------------------------------------------------------------

@@ -21,21 +21,30 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote as quote_url
 
 import anyio
 from cachetools import LRUCache
-from sqlalchemy import bindparam, func, inspect, select
+from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from consortium.audit import RequestContext, record
 from consortium.authz import Principal, Scope, require
 from consortium.base import utcnow
-from consortium.errors import Conflict, DomainError, NotFound, PermissionDenied
-from consortium.models import ClusterIdentity, Member, Outcome, Project, ProjectStatus
+from consortium.errors import DomainError, NotFound, PermissionDenied
+from consortium.models import Outcome
 from consortium.service import get_member
 from gateway.db import Database
-from gateway.jobs import directives, idempotency, repository, templates
+from gateway.jobs import directives, idempotency, quoting, repository
+from gateway.jobs.admission import (
+    admit,
+    amounts_of,
+    cluster_account,
+    over_job_cap,
+    partition_errors,
+    resolve_project,
+)
 from gateway.jobs.arrays import parse_array
 from gateway.jobs.clusters import Cluster, Clusters, identity_for
 from gateway.jobs.config import JobsSettings
@@ -48,18 +57,26 @@ from gateway.jobs.errors import (
     SubmissionRejected,
     TooManyActiveJobs,
 )
-from gateway.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState, JobTask
-from gateway.jobs.resolve import Resolved, resolve, resolve_rendered
-from gateway.jobs.schemas import JobCreate, JobDetail, OutputOut, OutputStream, ResourcesIn
+from gateway.jobs.models import Job, JobEvent, JobState, JobTask
+from gateway.jobs.resolve import Resolved, resolve
+from gateway.jobs.schemas import (
+    FileEntryOut,
+    FileListing,
+    JobCreate,
+    JobDetail,
+    JobQuote,
+    OutputOut,
+    OutputStream,
+)
 from gateway.jobs.transitions import first_event, transition
 from gateway.jobs.views import job_detail
 from gateway.webhooks import service as webhooks
 from quotas import service as quotas
 from quotas.errors import QuotaExceeded
-from quotas.rates import Amounts
 from schedulers.base import Staged, task_path
-from schedulers.config import PartitionConfig
 from schedulers.errors import (
+    IsADirectory,
+    NotADirectory,
     PathRefused,
     SchedulerError,
     SchedulerRejected,
@@ -82,29 +99,6 @@ def marker_for(cluster: str, public_id: str) -> str:
     return f"hpcgw:{cluster}:{public_id}"
 
 
-def partition_errors(partition: PartitionConfig, res: ResourcesIn) -> list[dict[str, Any]]:
-    """Each way the resources exceed the partition, as field-path errors."""
-    checks: list[tuple[str, bool, str]] = [
-        ("nodes", res.nodes > partition.max_nodes,
-         f"at most {partition.max_nodes} node(s) on partition {partition.name}"),
-        ("ntasks", res.ntasks < res.nodes, "at least one task per node"),
-        ("cpus_per_task", res.cpus > partition.max_cpus_per_job,
-         f"ntasks x cpus_per_task = {res.cpus}; partition {partition.name} allows at most "
-         f"{partition.max_cpus_per_job} CPUs per job"),
-        ("gpus", res.gpus > partition.max_gpus_per_job,
-         f"at most {partition.max_gpus_per_job} GPU(s) per job on partition {partition.name}"),
-        ("mem_mb", res.mem_mb > partition.max_mem_mb_per_job,
-         f"at most {partition.max_mem_mb_per_job} MiB per job on partition {partition.name}"),
-        ("time_limit_minutes", res.time_limit_minutes > partition.max_time_minutes,
-         f"at most {partition.max_time_minutes} minutes on partition {partition.name}"),
-    ]
-    return [{"loc": ["body", "resources", field], "msg": msg, "type": "less_than_equal"}
-            for field, failed, msg in checks if failed]
-
-
-def amounts_of(res: ResourcesIn) -> Amounts:
-    return Amounts(gpus=res.gpus, cpus=res.cpus, mem_mb=res.mem_mb)
-
 
 def job_spec(request: JobCreate, resolved: Resolved, public_id: str, cluster: str,
              account: str | None, *, script: str) -> JobSpec:
@@ -122,75 +116,9 @@ def job_spec(request: JobCreate, resolved: Resolved, public_id: str, cluster: st
     )
 
 
-# Built once, with bind parameters: every submission runs them, and building a statement costs
-# more than running it.
-_PROJECT = (select(Project, Member, webhooks.has_subscriptions(Project.id))
-            .join(Member, Member.id == Project.member_id))
-_PROJECT_BY_ID = _PROJECT.where(Project.id == bindparam("project_id"))
-_PROJECT_BY_SLUGS = _PROJECT.where(Member.slug == bindparam("member_slug"),
-                                   Project.slug == bindparam("project_slug"))
-# the member row locked by the same statement (see JobService._accept)
-_LOCKED = {query: query.with_for_update(of=Member, key_share=True)
-           for query in (_PROJECT_BY_ID, _PROJECT_BY_SLUGS)}
-_ACCOUNT = (select(ClusterIdentity).where(ClusterIdentity.member_id == bindparam("member_id"),
-                                          ClusterIdentity.cluster == bindparam("cluster")))
 _REVISION = select(Job.revision).where(Job.id == bindparam("job_id"))
 _REVISION_LOCKED = _REVISION.add_columns(
     Job.project_id, webhooks.has_subscriptions(Job.project_id)).with_for_update(of=Job)
-# an array counts as its tasks: each is a job to Slurm
-_ACCOUNT_AND_ACTIVE_JOBS = _ACCOUNT.add_columns(
-    select(func.coalesce(func.sum(Job.task_count), 0))
-    .where(Job.member_id == bindparam("member_id"), Job.state.in_(list(ACTIVE_STATES)))
-    .scalar_subquery())
-
-
-def resolve_project(session: Session, principal: Principal, ref: int | str, *,
-                    lock_member: bool = False) -> tuple[Project, Member]:
-    """The project named by id or `member/project` and its member, if the principal may see
-    the member; with `lock_member`, the member row locked by the same statement."""
-    params: dict[str, int | str]
-    if isinstance(ref, int):
-        query, params = _PROJECT_BY_ID, {"project_id": ref}
-    else:
-        member_slug, _, project_slug = ref.partition("/")
-        query, params = _PROJECT_BY_SLUGS, {"member_slug": member_slug,
-                                            "project_slug": project_slug}
-    found = session.execute(_LOCKED[query] if lock_member else query, params).first()
-    if found is None:
-        raise NotFound(f"no project {ref}")
-    project, member, subscribed = found
-    if not subscribed:
-        webhooks.no_job_subscriptions(session, project.id)
-    try:
-        require(principal, Scope.jobs_write, project.member_id)
-    except NotFound:
-        raise NotFound(f"no project {ref}") from None
-    return project, member
-
-
-def _missing_account(cluster: str) -> Conflict:
-    return Conflict(f"this member has no account on cluster {cluster}; "
-                    "ask a consortium administrator to add one")
-
-
-def cluster_account(session: Session, member_id: int, cluster: str) -> ClusterIdentity:
-    account = session.scalars(_ACCOUNT, {"member_id": member_id, "cluster": cluster}).first()
-    if account is None:
-        raise _missing_account(cluster)
-    return account
-
-
-def account_and_active_jobs(session: Session, member_id: int,
-                            cluster: str) -> tuple[ClusterIdentity, int]:
-    """The member's account on the cluster and its jobs not yet ended (array tasks counted),
-    in one statement (read under the member's lock, so the count is that of the committed
-    submissions)."""
-    found = session.execute(_ACCOUNT_AND_ACTIVE_JOBS,
-                            {"member_id": member_id, "cluster": cluster}).first()
-    if found is None:
-        raise _missing_account(cluster)
-    account, count = found
-    return account, int(count)
 
 
 @dataclass(frozen=True)
@@ -395,28 +323,6 @@ class JobService:
             f"hold was released ({message})",
             retry_after=self.settings.retry_after_seconds, job=accepted.public_id) from exc
 
-    @staticmethod
-    def _resolved(session: Session, request: JobCreate, public_id: str
-                  ) -> tuple[Resolved, str, int | None, int | None]:
-        """The job's resources, name and output files, and its script: the request's own, or
-        its template rendered (with the template's id and version)."""
-        if request.template is None:
-            script = request.script or ""
-            return resolve(request, script), script, None, None
-        template, version = templates.get_version(session, request.template,
-                                                  request.template_version)
-        if not template.enabled:
-            raise Conflict(f"template {template.slug} is disabled")
-        values = templates.check_parameters(templates.parameter_specs(version),
-                                            request.parameters or {})
-        name = request.name or template.slug
-        resolved, script = resolve_rendered(
-            request, lambda resources: templates.render(
-                version.body, version.files, values,
-                templates.RenderTarget(public_id=public_id, name=name, resources=resources)),
-            default_name=name)
-        return resolved, script, template.id, version.version
-
     def _accept(self, session: Session, principal: Principal, request: JobCreate,
                 context: RequestContext, idempotency_record: int | None, *,
                 public_id: str | None = None, submitting: bool = False) -> Accepted:
@@ -424,45 +330,16 @@ class JobService:
         sends it once this commits: from then on the script may be on its way, so a crash is
         settled by marker and a cancel asked meanwhile is sent once the cluster's id is
         stored."""
-        # the member row is the lock that serialises a member's submissions (job cap)
-        project, member = resolve_project(session, principal, request.project,
-                                          lock_member=True)
-        if project.status != ProjectStatus.active:
-            raise Conflict(f"project {project.slug} is {project.status}; it takes no new jobs")
-        cluster = self.clusters.get(request.cluster)
         public_id = public_id or new_public_id()
-        resolved, script, template_id, template_version = self._resolved(session, request,
-                                                                         public_id)
-        res = resolved.resources
-        partition = cluster.config.partition(res.partition)
-        if partition is None:
-            names = ", ".join(p.name for p in cluster.config.partitions)
-            raise JobInputInvalid.at(("resources", "partition"),
-                                     f"no such partition on {cluster.name}; it has: {names}")
-        errors = partition_errors(partition, res)
-        if errors:
-            raise JobInputInvalid(errors)
-        account, active = account_and_active_jobs(session, member.id, cluster.name)
-        if account.allowed_partitions is not None and partition.name not in (
-                account.allowed_partitions):
-            raise PermissionDenied(
-                f"this member may not use partition {partition.name} on {cluster.name}; "
-                f"allowed: {', '.join(account.allowed_partitions) or 'none'}")
-        if member.templates_only and request.template is None:
-            raise PermissionDenied("this member may submit jobs from templates only "
-                                   "(GET /api/v1/templates lists them)")
+        admitted = admit(session, self.clusters, principal, request, public_id, lock_member=True)
+        over_cap = over_job_cap(admitted, self.settings)
+        if over_cap is not None:
+            raise over_cap
+        project, member, cluster = admitted.project, admitted.member, admitted.cluster
+        resolved, script, partition = admitted.resolved, admitted.script, admitted.partition
+        account, res = admitted.account, admitted.resolved.resources
         tasks = res.tasks
-        if res.array is not None and not cluster.scheduler.supports_arrays:
-            raise JobInputInvalid.at(("resources", "array"),
-                                     f"cluster {cluster.name} does not run job arrays")
-        cap = member.max_active_jobs or self.settings.max_active_jobs_per_member
-        if active + tasks > cap:
-            adds = f"; this array adds {tasks}" if res.array is not None else ""
-            raise TooManyActiveJobs(f"this member has {active} jobs not yet ended (array tasks "
-                                    f"counted){adds}, its cap is {cap}; wait for some to end "
-                                    "or cancel some", cap=cap)
-
-        amounts = amounts_of(res)
+        amounts = amounts_of(res, admitted.partition)
         seconds = res.time_limit_minutes * 60
         spec = job_spec(request, resolved, public_id, cluster.name, account.slurm_account,
                         script=script)
@@ -472,8 +349,8 @@ class JobService:
             state=JobState.accepted, marker=spec.marker, created_at=utcnow(),
             task_count=tasks,
             partition=partition.name, resources=res.model_dump(), script=script,
-            template_id=template_id, template_slug=request.template,
-            template_version=template_version, parameters=request.parameters,
+            template_id=admitted.template_id, template_slug=request.template,
+            template_version=admitted.template_version, parameters=request.parameters,
             environment=spec.environment, workdir=spec.workdir,
             stdout_path=spec.stdout, stderr_path=spec.stderr,
             billing=partition.billing.model_dump(),
@@ -492,7 +369,8 @@ class JobService:
                    target_id=public_id, member_id=member.id, context=context,
                    details={"cluster": cluster.name, "partition": partition.name,
                             "project_id": project.id, "quote_msu": job.quote_msu,
-                            "template": request.template, "template_version": template_version})
+                            "template": request.template,
+                            "template_version": admitted.template_version})
             if submitting:
                 events.append(transition(session, job, JobState.submitting))
         session.flush()
@@ -591,6 +469,11 @@ class JobService:
 
     async def abandon_key(self, record_id: int) -> None:
         await self._db(lambda s: idempotency.abandon(s, record_id))
+
+    async def quote(self, principal: Principal, request: JobCreate) -> JobQuote:
+        """What submitting `request` now would hold, and whether it would be accepted."""
+        return await self._db(lambda s: quoting.quote(s, self.clusters, self.settings,
+                                                      principal, request), write=False)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -791,11 +674,39 @@ class JobService:
         """A file of the job's working directory (a checkpoint, a result)."""
         job, cluster, identity = await self._db(
             lambda s: self._target(s, principal, public_id, Scope.jobs_read), write=False)
-        return await self._get_file(cluster, identity, posixpath.join(job.workdir, path))
+        return await self._get_file(
+            cluster, identity, posixpath.join(job.workdir, path),
+            listed_by=f"GET /api/v1/jobs/{public_id}/files?path={quote_url(path)}")
 
-    async def _get_file(self, cluster: Cluster, identity: Identity, path: str) -> bytes:
+    async def list_job_files(self, principal: Principal, public_id: str,
+                             path: str) -> FileListing:
+        """The files and directories of `path` in the job's working directory."""
+        job, cluster, identity = await self._db(
+            lambda s: self._target(s, principal, public_id, Scope.jobs_read), write=False)
+        try:
+            entries = await cluster.scheduler.list_files(identity,
+                                                         posixpath.join(job.workdir, path))
+        except NotADirectory as exc:
+            raise _query_path_error(f"{path} is a file; download it with GET /api/v1/jobs/"
+                                    f"{public_id}/files/{path}") from exc
+        except PathRefused as exc:
+            raise _query_path_error(exc.message) from exc
+        except SchedulerRejected as exc:
+            raise NotFound(f"cannot list {path or 'the working directory'}: {exc.message}"
+                           ) from exc
+        except SchedulerError as exc:
+            raise self._cluster_error(cluster, exc) from exc
+        return FileListing(path=path, entries=[FileEntryOut(**e.model_dump()) for e in entries])
+
+    async def _get_file(self, cluster: Cluster, identity: Identity, path: str,
+                        listed_by: str | None = None) -> bytes:
+        """The file; a directory is refused with where to list it (`listed_by`: the route
+        that lists it, with `path` relative to it)."""
         try:
             return await cluster.scheduler.get_file(identity, path, self.settings.file_max_bytes)
+        except IsADirectory as exc:
+            hint = f"; list it with {listed_by}" if listed_by else ""
+            raise JobInputInvalid.at(("path",), f"is a directory{hint}") from exc
         except PathRefused as exc:
             raise JobInputInvalid.at(("path",), exc.message) from exc
         except SchedulerRejected as exc:
@@ -812,6 +723,10 @@ class JobService:
 
 def _job_by_public_id(session: Session, public_id: str) -> Job:
     return session.scalars(select(Job).where(Job.public_id == public_id)).one()
+
+
+def _query_path_error(msg: str) -> JobInputInvalid:
+    return JobInputInvalid([{"loc": ["query", "path"], "msg": msg, "type": "value_error"}])
 
 
 def _check_task(job: Job, task: int | None) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from consortium.audit import RequestContext, record
 from consortium.authz import Principal, require_admin
 from consortium.errors import Conflict, NotFound
+from gateway.jobs import directives
 from gateway.jobs.errors import JobInputInvalid
 from gateway.jobs.models import JobTemplate, JobTemplateVersion
 from gateway.jobs.schemas import (
@@ -145,18 +146,37 @@ SAMPLE_RESOURCES = {"partition": "sample", "nodes": 1, "ntasks": 1, "cpus_per_ta
                     "gpus": 1, "mem_mb": 1024, "time_limit_minutes": 10}
 
 
+def render_refused(exc: Exception, field: str) -> JobInputInvalid:
+    """A render that failed, as a 422 at ("body", `field`) naming the template's line. A
+    template is a program: whatever it raises (a jinja error, a division by zero) is its
+    author's error, not the gateway's."""
+    line = getattr(exc, "lineno", None)  # a syntax error's
+    frame = exc.__traceback__
+    while frame is not None:  # a runtime error's: jinja puts the template's lines in the stack
+        if frame.tb_frame.f_code.co_filename == "<template>":
+            line = frame.tb_lineno
+        frame = frame.tb_next
+    at = f" (line {line})" if line else ""
+    text = str(exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
+    return JobInputInvalid.at((field,), f"the template does not render{at}: {text}",
+                              "template_error")
+
+
 def validate_definition(definition: TemplateDefinition) -> None:
-    """Refuse a body that does not compile, or names something that is neither a parameter
-    nor one of `resources`, `job` and `template_dir`."""
+    """Refuse a body that does not render (it does not compile, names something that is
+    neither a parameter nor one of `resources`, `job` and `template_dir`, or fails), or whose
+    `#SBATCH` lines would refuse every job."""
     values = {spec.name: _sample(spec) for spec in definition.parameters}
     target = RenderTarget(public_id="sample", name="sample", resources=SAMPLE_RESOURCES)
     try:
-        render(definition.body, definition.files, values, target)
-    except TemplateError as exc:
-        line = getattr(exc, "lineno", None)
-        where = f" (line {line})" if line else ""
-        raise JobInputInvalid.at(("body",), f"the template does not render{where}: {exc}",
-                                 "template_error") from exc
+        script = render(definition.body, definition.files, values, target)
+    except Exception as exc:
+        raise render_refused(exc, "body") from exc
+    try:
+        directives.from_script(script)
+    except directives.DirectivesRefused as exc:
+        raise JobInputInvalid([{"loc": ["body", "body"], "msg": problem, "type": "value_error"}
+                               for problem in exc.problems]) from exc
 
 
 # --- the catalogue ---------------------------------------------------------------------------

@@ -8,8 +8,9 @@ conditional on the state the cycle read, so even two trackers could not settle a
 A cycle makes one `states()` call (squeue) for all the cluster's queued jobs and at most one
 `accounting()` call (sacct) for those that left the queue or just started (for an array: one
 of its tasks left the queue); jobs whose submission is in doubt are looked up by marker. Job
-arrays are followed task by task (gateway/jobs/tasks.py). While the cluster cannot be reached
-the loop backs off exponentially, up to a cap.
+arrays are followed task by task (gateway/jobs/tasks.py). The same squeue says what Slurm holds
+each job at: one held wider than priced is cancelled and ends failed (gateway/jobs/widening.py).
+While the cluster cannot be reached the loop backs off exponentially, up to a cap.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from gateway.jobs.clusters import Cluster, Clusters, identity_for
 from gateway.jobs.config import JobsSettings
 from gateway.jobs.models import Job, JobState, JobTask, TrackerLease
 from gateway.jobs.transitions import transition
+from gateway.jobs.widening import excess, held_statuses, is_widened, widened_detail
 from gateway.logging import log
 from gateway.settings import Settings
 from quotas import service as quotas
@@ -117,6 +119,7 @@ class Tracked:
     cancel_sent: bool
     pending_reason: str | None
     identity: Identity | None  # None: the member has no account there any more
+    detail: str | None = None
     array: str | None = None
     task_count: int = 1
     tasks: Mapping[int, JobState] = field(default_factory=dict)  # an array's, as stored
@@ -233,7 +236,8 @@ class ClusterTracker:
             started_at=j.started_at, updated_at=j.updated_at,
             cancel_requested=j.cancel_requested_at is not None,
             cancel_sent=j.cancel_sent_at is not None, pending_reason=j.pending_reason,
-            identity=identities.get(j.member_id), array=j.array, task_count=j.task_count,
+            identity=identities.get(j.member_id), detail=j.detail, array=j.array,
+            task_count=j.task_count,
             tasks=stored.get(j.id, {}),
         ) for j in jobs]
 
@@ -246,6 +250,8 @@ class ClusterTracker:
             return
         statuses = await self.scheduler.states([sid for _, sid in queued])
         report.states_calls += 1
+        for job, sid in queued:
+            await self._check_widening(job, sid, statuses, report)
         wanted = [sid for job, sid in queued if _needs_accounting(job, sid, statuses)]
         records: Mapping[str, AccountingRecord] = {}
         if wanted:
@@ -264,6 +270,43 @@ class ClusterTracker:
         for key in list(self._tasks_missing_since):
             if key[0] not in known:
                 del self._tasks_missing_since[key]
+
+    async def _check_widening(self, job: Tracked, sid: str, statuses: Mapping[str, JobStatus],
+                              report: CycleReport) -> None:
+        """Cancel a job Slurm holds wider than priced and record why, once; the cancel is sent
+        again each cycle while Slurm still lists it live (a cancel lost on the way)."""
+        held = held_statuses(sid, job.array, statuses)
+        partition = self.cluster.config.partition(job.partition)
+        found = excess(job.resources, sid, held,
+                       cpus_per_core=partition.cpus_per_core if partition else 1)
+        if not found or job.identity is None:
+            return
+        recorded = is_widened(job.detail)
+        if recorded and all(s.state.terminal for s in held):
+            return
+        try:
+            await self.scheduler.cancel(job.identity, sid)
+        except SchedulerRejected:
+            pass  # it has ended already
+        except SchedulerError as exc:
+            log.warning("could not cancel a widened job; retried next cycle",
+                        job=job.public_id, cluster=self.cluster.name, error=str(exc))
+            return
+        report.cancels_sent += 1
+        if recorded:
+            return
+        detail = widened_detail(found)
+        log.warning("job held wider than priced: cancelled", job=job.public_id,
+                    cluster=self.cluster.name, scheduler_id=sid, excess=found)
+
+        def mark(session: Session) -> None:
+            self._fence(session)
+            current = session.get_one(Job, job.id, with_for_update=True)
+            current.detail = detail
+            record(session, actor=ACTOR, action="job.widened_cancel", target_type="job",
+                   target_id=job.public_id, member_id=current.member_id,
+                   details={"scheduler_id": sid, "excess": found})
+        await self._db(mark)
 
     async def _observe_array(self, job: Tracked, sid: str, statuses: Mapping[str, JobStatus],
                              records: Mapping[str, AccountingRecord], *, now: datetime,
@@ -365,7 +408,8 @@ class ClusterTracker:
         the gateway saw the job run."""
         current = session.get_one(Job, job.id)
         current.ended_at = now
-        current.detail = detail
+        if not is_widened(current.detail):
+            current.detail = detail
         started = current.started_at
         elapsed = max(0, int((now - started).total_seconds())) if started else 0
         res = job.resources
@@ -377,7 +421,10 @@ class ClusterTracker:
     def _settle(self, session: Session, job: Tracked, current: Job, state: JobState, *,
                 used: Amounts, elapsed: int, detail: str | None) -> JobState:
         """Charge rate(used) x elapsed with the weights of the quote, release the hold (refund
-        a node failure), and record the end."""
+        a node failure), and record the end; a job cancelled for being held wider than priced
+        ends failed, whatever Slurm says."""
+        if is_widened(current.detail):
+            state, detail = JobState.failed, current.detail
         ended_at = current.ended_at or self.clock()
         current.elapsed_seconds = elapsed
         current.pending_reason = None

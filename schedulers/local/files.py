@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from schedulers.errors import PathRefused, SchedulerRejected
-from schedulers.models import Identity, OutputChunk
+from schedulers.errors import IsADirectory, NotADirectory, PathRefused, SchedulerRejected
+from schedulers.models import FileEntry, Identity, OutputChunk
 
 
 def work_root(identity: Identity) -> Path:
@@ -37,6 +39,12 @@ def confine(identity: Identity, path: str) -> Path:
     return target
 
 
+def _read_error(path: str, exc: OSError) -> SchedulerRejected:
+    if isinstance(exc, IsADirectoryError):
+        return IsADirectory(f"{path} is a directory")
+    return SchedulerRejected(f"cannot read {path}: {exc.strerror}")
+
+
 def read_chunk(identity: Identity, path: str, offset: int, limit: int) -> OutputChunk:
     if offset < 0 or limit < 0:
         raise ValueError("offset and limit must not be negative")
@@ -47,7 +55,7 @@ def read_chunk(identity: Identity, path: str, offset: int, limit: int) -> Output
             f.seek(offset)
             data = f.read(limit)
     except OSError as exc:
-        raise SchedulerRejected(f"cannot read {path}: {exc.strerror}") from exc
+        raise _read_error(path, exc) from exc
     return OutputChunk(data=data, offset=offset, next_offset=offset + len(data), size=size)
 
 
@@ -60,10 +68,30 @@ def read_whole(identity: Identity, path: str, limit: int) -> bytes:
                 raise SchedulerRejected(f"{path} holds {size} bytes, more than the {limit} allowed")
             data = f.read(limit + 1)
     except OSError as exc:
-        raise SchedulerRejected(f"cannot read {path}: {exc.strerror}") from exc
+        raise _read_error(path, exc) from exc
     if len(data) > limit:  # it grew since fstat
         raise SchedulerRejected(f"{path} holds more than the {limit} bytes allowed")
     return data
+
+
+def list_dir(identity: Identity, path: str) -> list[FileEntry]:
+    """The regular files and directories in `path`, by name (links and special files left
+    out: a link is the member's own to follow, not the listing's)."""
+    target = confine(identity, path)
+    entries = []
+    try:
+        with os.scandir(target) as found:
+            for entry in found:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
+                    entries.append(FileEntry(
+                        name=entry.name, type="dir" if stat.S_ISDIR(info.st_mode) else "file",
+                        size=info.st_size, modified=datetime.fromtimestamp(info.st_mtime, UTC)))
+    except NotADirectoryError as exc:
+        raise NotADirectory(f"{path} is not a directory") from exc
+    except OSError as exc:
+        raise SchedulerRejected(f"cannot list {path or '.'}: {exc.strerror}") from exc
+    return sorted(entries, key=lambda e: e.name)
 
 
 def write_whole(identity: Identity, path: str, data: bytes) -> None:

@@ -18,6 +18,7 @@ from schedulers.local import files
 from schedulers.local.cluster import LocalCluster
 from schedulers.models import (
     AccountingRecord,
+    FileEntry,
     FoundJob,
     Health,
     Identity,
@@ -127,6 +128,9 @@ class LocalScheduler(Scheduler):
 
     async def get_file(self, identity: Identity, path: str, limit: int) -> bytes:
         return await self._run(partial(files.read_whole, identity, path, limit))
+
+    async def list_files(self, identity: Identity, path: str) -> list[FileEntry]:
+        return await self._run(partial(files.list_dir, identity, path))
 
     async def health(self) -> Health:
         started = time.perf_counter()

@@ -31,6 +31,7 @@ from schedulers.errors import SchedulerError, SchedulerRejected, SchedulerUnavai
 from schedulers.local import files
 from schedulers.models import (
     AccountingRecord,
+    FileEntry,
     FoundJob,
     Health,
     Identity,
@@ -169,6 +170,9 @@ class PySlurmScheduler(Scheduler):
 
     async def get_file(self, identity: Identity, path: str, limit: int) -> bytes:
         return await self._call(partial(files.read_whole, identity, path, limit))
+
+    async def list_files(self, identity: Identity, path: str) -> list[FileEntry]:
+        return await self._call(partial(files.list_dir, identity, path))
 
     async def health(self) -> Health:
         started = time.perf_counter()

@@ -19,6 +19,7 @@ from schedulers.errors import (
     SchedulerUnavailable,
 )
 from schedulers.models import (
+    UNLIMITED_MINUTES,
     AccountingRecord,
     FoundJob,
     JobSpec,
@@ -132,6 +133,11 @@ class Sbatch:
     def argv(self) -> list[str]:
         s, r = self.spec, self.spec.resources
         chdir, out, err = self.paths
+        # sbatch takes SBATCH_* from its environment for options not on this line (exclusive,
+        # GPUs per node...). No `env -i` here: a clean environment needs the site's PATH and
+        # SLURM_CONF (the test cluster's comes from sshd's SetEnv), unknown to the gateway, and
+        # a login shell reading the member's files defeats any prefix. The accounts' shell and
+        # sshd settings close it (docs/cluster-accounts.md); the tracker cancels what is left.
         argv = [
             "sbatch", "--parsable",
             f"--job-name={JOB_NAME_PREFIX}{_no_control(s.name, 'job name')}",
@@ -192,17 +198,30 @@ class Sbatch:
         return Submitted(scheduler_id=job_id)
 
 
+# squeue's long format (-O): the same names on Slurm 22.05 and 24.11, and no width given, so
+# none is cut. tres-alloc is the job's TRES as Slurm holds it: requested while it waits,
+# allocated once it runs (`cpu=2,mem=200M,node=1,billing=500,gres/gpu=1`, an array's per
+# task). OverSubscribe: NO (--exclusive), USER, MCS, TOPO (24.11) are whole-node forms; OK
+# (the default) and YES share the node.
+SQUEUE_FIELDS = ("JobArrayID", "State", "tres-alloc", "TimeLimit", "OverSubscribe", "Reason")
+_SHARED = {"OK": False, "YES": False, "NO": True, "USER": True, "MCS": True, "TOPO": True}
+_LIMIT = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+
 @dataclass(frozen=True)
 class Squeue:
     """States of the given jobs as the controller knows them (including those that ended in
-    the last MinJobAge seconds). Array tasks one per line (`--array`): `123_4`; an array's
-    pending tasks may still share one line, `123_[5-9%2]`, read as one status per task."""
+    the last MinJobAge seconds), with the sizes Slurm holds them at. Array tasks one per line
+    (`--array`): `123_4`; an array's pending tasks may still share one line, `123_[5-9%2]`,
+    read as one status per task."""
 
     scheduler_ids: Sequence[str]
 
     def argv(self) -> list[str]:
+        fields = ",".join(f"{name}:|" for name in SQUEUE_FIELDS[:-1])
         return ["squeue", "--noheader", "--array", "--states=all",
-                f"--jobs={','.join(self.scheduler_ids)}", "--format=%i|%T|%r"]
+                f"--jobs={','.join(self.scheduler_ids)}",
+                f"--Format={fields},{SQUEUE_FIELDS[-1]}:"]
 
     def parse(self, result: Result) -> dict[str, JobStatus]:
         if result.status != 0:
@@ -212,13 +231,32 @@ class Squeue:
             raise slurm_error(result, command="squeue")
         wanted = set(self.scheduler_ids)
         states = {}
-        for line_id, raw, reason in _rows(result, 3):
+        for line_id, raw, alloc, limit, shared, reason in _rows(result, len(SQUEUE_FIELDS)):
             state = job_state(raw)
-            for job_id in _job_ids(line_id, wanted):
+            tres = parse_tres(alloc)
+            sizes = {} if "cpu" not in tres else {
+                "cpus": int(tres["cpu"]), "mem_mb": round(tres.get("mem", 0)),
+                "nodes": int(tres.get("node", 1)), "gpus": int(gpus(tres))}
+            for job_id in _job_ids(line_id.strip(), wanted):
                 states[job_id] = JobStatus(
-                    scheduler_id=job_id, state=state, raw_state=raw,
-                    reason=reason if state == JobState.pending and reason != "None" else None)
+                    scheduler_id=job_id, state=state, raw_state=raw.strip(),
+                    reason=(reason.strip() if state == JobState.pending
+                            and reason.strip() != "None" else None),
+                    time_limit_minutes=parse_time_limit(limit.strip()),
+                    exclusive=_SHARED.get(shared.strip().upper()), **sizes)
         return states
+
+
+def parse_time_limit(value: str) -> int | None:
+    """squeue's time limit in whole minutes, rounded up: `[days-][hours:]minutes:seconds`
+    (`5:00`, `1:30:00`, `2-00:00:00`), UNLIMITED; None for anything else (NOT_SET)."""
+    if value == "UNLIMITED":
+        return UNLIMITED_MINUTES
+    found = _LIMIT.match(value)
+    if found is None:
+        return None
+    days, hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) + (1 if seconds else 0)
 
 
 SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "Submit", "Start", "End", "ElapsedRaw",

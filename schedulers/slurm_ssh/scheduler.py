@@ -15,6 +15,7 @@ from schedulers.config import ClusterConfig
 from schedulers.errors import PathRefused, SchedulerError, SchedulerRejected
 from schedulers.models import (
     AccountingRecord,
+    FileEntry,
     FoundJob,
     Health,
     Identity,
@@ -135,6 +136,10 @@ class SlurmSshScheduler(Scheduler):
                                                   self._file(identity, path), 0, limit,
                                                   whole=True)
         return data
+
+    async def list_files(self, identity: Identity, path: str) -> list[FileEntry]:
+        return await self.transport.list_dir(identity, identity.work_root,
+                                             confine(identity.work_root, path))
 
     async def health(self) -> Health:
         started = time.perf_counter()

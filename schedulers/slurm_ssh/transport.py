@@ -24,12 +24,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
 import paramiko
 
 from schedulers.config import ClusterConfig
 from schedulers.errors import (
+    IsADirectory,
+    NotADirectory,
     PathRefused,
     SchedulerAuthError,
     SchedulerError,
@@ -37,7 +40,7 @@ from schedulers.errors import (
     SchedulerTimeout,
     SchedulerUnavailable,
 )
-from schedulers.models import Identity
+from schedulers.models import FileEntry, Identity
 
 CHANNELS_PER_CONNECTION = 8  # below OpenSSH's default MaxSessions (10)
 OUTPUT_LIMIT = 16 * 1024 * 1024  # bytes of stdout (and of stderr) one command may return
@@ -319,6 +322,14 @@ class SshTransport:
                                                   offset=offset, whole=whole,
                                                   limit=min(limit, self.output_limit)))
 
+    async def list_dir(self, identity: Identity, root: str, path: str, *,
+                       timeout: float | None = None,  # noqa: ASYNC109
+                       ) -> list[FileEntry]:
+        """The regular files and directories of directory `path` (absolute, lexically under
+        `root`; symlinks leading out refused), over SFTP."""
+        return await self._call(self._sftp, identity, timeout,
+                                functools.partial(_list_dir, root=root, path=path))
+
     async def write_file(self, identity: Identity, root: str, path: str, data: bytes, *,
                          timeout: float | None = None,  # noqa: ASYNC109
                          ) -> None:
@@ -567,6 +578,8 @@ def _read_range(sftp: paramiko.SFTPClient, *, root: str, path: str, offset: int,
     real = _resolved(sftp, sftp.normalize(root), path)
     with sftp.open(real, "rb") as f:
         attrs = f.stat()
+        if attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
+            raise IsADirectory(f"{path} is a directory")
         if attrs.st_mode is not None and not stat.S_ISREG(attrs.st_mode):
             raise SchedulerRejected(f"{path} is not a regular file")
         size = attrs.st_size or 0
@@ -576,6 +589,23 @@ def _read_range(sftp: paramiko.SFTPClient, *, root: str, path: str, offset: int,
         if length == 0:
             return b"", size
         return b"".join(f.readv([(offset, length)])), size
+
+
+def _list_dir(sftp: paramiko.SFTPClient, *, root: str, path: str) -> list[FileEntry]:
+    real = _resolved(sftp, sftp.normalize(root), path)
+    mode = sftp.stat(real).st_mode
+    if mode is not None and not stat.S_ISDIR(mode):
+        raise NotADirectory(f"{path} is not a directory")
+    entries = []
+    for attrs in sftp.listdir_attr(real):  # the entries' own attributes (links not followed)
+        mode = attrs.st_mode or 0
+        if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+            modified = (datetime.fromtimestamp(attrs.st_mtime, UTC)
+                        if attrs.st_mtime is not None else None)
+            entries.append(FileEntry(name=attrs.filename,
+                                     type="dir" if stat.S_ISDIR(mode) else "file",
+                                     size=attrs.st_size or 0, modified=modified))
+    return sorted(entries, key=lambda e: e.name)
 
 
 def _write_file(sftp: paramiko.SFTPClient, *, root: str, path: str, data: bytes) -> None:

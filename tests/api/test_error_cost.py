@@ -18,7 +18,7 @@ from server_process import ServerProcess
 
 from gateway.api.errors import PROBLEM_JSON
 from gateway.db import Database
-from gateway.logging import TRACEBACK_CHARS, bounded_traceback
+from gateway.logging import MESSAGE_CHARS, TRACEBACK_CHARS, bounded_traceback
 
 SCRIPT = Path(__file__).with_name("failing_gateway.py")
 LOCAL_SECRET = "local-value-never-to-be-logged".upper()  # as failing_gateway.py holds it
@@ -70,18 +70,46 @@ def test_an_unexpected_error_costs_milliseconds_and_a_bounded_log_without_secret
     assert TOKEN not in logged and "T0kenNeverToBeLogged" not in logged
 
 
-def _recurse(depth: int) -> None:
+def _recurse(depth: int, message: str) -> None:
     if depth:
-        _recurse(depth - 1)
-    raise ValueError("Bearer eyJhbGciOiJIUzI1NiJ9.payload.signature " + "x" * 100_000)
+        _recurse(depth - 1, message)
+    raise ValueError(message)
+
+
+def _formatted(message: str, depth: int = 0) -> str:
+    try:
+        _recurse(depth, message)
+    except ValueError as exc:
+        return bounded_traceback((type(exc), exc, exc.__traceback__))
+    raise AssertionError("not raised")
 
 
 def test_a_traceback_keeps_its_innermost_frames_within_a_bound_and_masks_tokens() -> None:
-    try:
-        _recurse(500)
-    except ValueError as exc:
-        text = bounded_traceback((type(exc), exc, exc.__traceback__))
+    text = _formatted("Bearer eyJhbGciOiJIUzI1NiJ9.payload.signature", depth=500)
     assert len(text) < TRACEBACK_CHARS + 100
-    assert text.rstrip().endswith("x" * 50)  # the end of the message: the end is kept
+    assert "in _recurse\n    raise ValueError(message)\n" in text  # the innermost frame
+    assert text.rstrip().endswith("ValueError: Bearer [redacted]")
     assert "eyJhbGciOiJIUzI1NiJ9" not in bounded_traceback(
         (ValueError, ValueError("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.p.s"), None))
+
+
+def test_a_long_message_is_cut_and_leaves_the_frames_in() -> None:
+    text = _formatted("x" * 100_000, depth=5)
+    # every frame, the outermost too, none pushed out of the kept end by the message
+    assert "in _formatted" in text and "in _recurse\n    raise ValueError(message)\n" in text
+    assert f"ValueError: {'x' * (MESSAGE_CHARS - len('ValueError: '))} " \
+        f"[{100_000 + len('ValueError: ') + 1 - MESSAGE_CHARS} characters cut]" in text
+    assert len(text) < 2 * MESSAGE_CHARS + 6 * 200
+
+
+@pytest.mark.parametrize("secret", [
+    "hpcgw_rt_" + "R3freshNeverToBeLogged",
+    "hpcgw_pat_" + "P4tNeverToBeLogged",
+    "whsec_" + "W3bhookNeverToBeLogged",
+    # a bare JWT (an OIDC provider's token, the gateway's access token) without `Bearer`
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJlTmV2ZXJUb0JlTG9nZ2Vk",
+])
+def test_refresh_tokens_webhook_secrets_and_bare_jwts_are_masked(secret: str) -> None:
+    text = _formatted(f"refused {secret!r} for ada")
+    assert secret[-12:] not in text
+    assert "[redacted]" in text and "for ada" in text

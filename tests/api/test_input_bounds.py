@@ -8,14 +8,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from api_world import CLUSTER, FakeScheduler, Seeded, cluster_config, seed, seeded_settings
+from api_world import Seeded
 from fastapi.testclient import TestClient
-from jobs_helpers import job_body, make_world
-from sqlalchemy.orm import Session
+from jobs_helpers import job_body
 
 from gateway.api.app import create_app
 from gateway.db import Database
@@ -134,6 +132,7 @@ VALID_BODIES: dict[str, Body] = {
     "POST /api/v1/members/{member}/refunds": lambda s: {
         "job_id": s.path["job_id"], "amount_msu": 1, "reason": "bounds"},
     "POST /api/v1/jobs": lambda s: job_body(s.world.project.id),
+    "POST /api/v1/jobs/quote": lambda s: job_body(s.world.project.id),
     "POST /api/v1/templates": lambda s: {"slug": "bounds", **TEMPLATE},
     "PUT /api/v1/templates/{slug}": lambda s: TEMPLATE,
 }
@@ -179,21 +178,6 @@ def _send(client: TestClient, request: Request) -> tuple[int, dict[str, Any]]:
         content = answer.read()
     is_json = answer.headers.get("content-type", "").endswith("json")
     return answer.status_code, (answer.json() if is_json and content else {})
-
-
-@pytest.fixture
-def settings(settings: Settings, tmp_path: Path) -> Settings:
-    return seeded_settings(settings, cluster_config(tmp_path / "cluster"))
-
-
-@pytest.fixture
-def seeded(settings: Settings, database: Database, session: Session) -> Iterator[
-        tuple[TestClient, Seeded]]:
-    world = make_world(session)
-    fake = FakeScheduler(settings.clusters[0])
-    app = create_app(settings, database=database, schedulers={CLUSTER: fake})
-    with TestClient(app) as client:
-        yield client, seed(client, settings, world)
 
 
 BODY_OPERATIONS = sorted({i.operation for i in INPUTS if i.where == "body"})

@@ -13,17 +13,14 @@ no replay database), event streams cut after one event.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import hypothesis
 import pytest
 import schemathesis
-from api_world import CLUSTER, FakeScheduler, Seeded, cluster_config, seed, seeded_settings
+from api_world import Seeded
 from fastapi.testclient import TestClient
 from hypothesis import strategies as st
-from jobs_helpers import make_world
 from requests.structures import CaseInsensitiveDict
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -35,7 +32,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy.orm import Session
 
 from gateway.api.app import create_app
 from gateway.db import Database
@@ -85,21 +81,6 @@ def _fuzz(op: Operation, client: TestClient, seeded: Seeded, caller: dict[str, s
         case.validate_response(response, checks=CHECKS)
 
     run()
-
-
-@pytest.fixture
-def settings(settings: Settings, tmp_path: Path) -> Settings:
-    return seeded_settings(settings, cluster_config(tmp_path / "cluster"))
-
-
-@pytest.fixture
-def seeded(settings: Settings, database: Database, session: Session) -> Iterator[
-        tuple[TestClient, Seeded]]:
-    world = make_world(session)
-    app = create_app(settings, database=database,
-                     schedulers={CLUSTER: FakeScheduler(settings.clusters[0])})
-    with TestClient(app) as client:
-        yield client, seed(client, settings, world)
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))

@@ -14,10 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from consortium import passwords
 from consortium.audit import RequestContext
 from consortium.base import utcnow
 from consortium.models import Invitation, Membership, Role, User
-from consortium.passwords import verify_password
+from consortium.passwords import verify_password, weakness
 from consortium.schemas import InvitationAccept, InvitationCreate
 from consortium.service import (
     SIGN_IN_OR_CREATE,
@@ -195,6 +196,45 @@ def test_a_weak_password_is_refused_with_the_estimators_advice(
         assert (error["loc"], error["type"]) == (["body", "password"], "weak_password")
         assert "too easy to guess" in error["msg"]
     assert accept(app_client, token, name="Ada", password=NEW_PASSWORD).status_code == 200
+
+
+def test_the_invited_email_is_no_password_for_the_new_account(
+        app_client: TestClient, cast: Cast, as_, session: Session) -> None:
+    email = "karim.haddad@lirmm.test"
+    assert weakness(email) is None  # for an account of another email, a fine password
+    token = token_of(invite(app_client, as_(cast.manager), email=email))
+    answer = accept(app_client, token, name="K", password=email)
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert (error["loc"], error["type"]) == (["body", "password"], "weak_password")
+    assert session.scalar(select(User).where(User.email_normalized == email)) is None
+    assert accept(app_client, token, name="K", password=NEW_PASSWORD).status_code == 200
+
+
+@pytest.fixture
+def estimates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords zxcvbn is asked to judge (tens of milliseconds each)."""
+    judged: list[str] = []
+    estimate = passwords.zxcvbn
+
+    def counted(password: str, user_inputs: list[str]) -> object:
+        judged.append(password)
+        return estimate(password, user_inputs=user_inputs)
+
+    monkeypatch.setattr(passwords, "zxcvbn", counted)
+    return judged
+
+
+def test_the_strength_is_judged_only_for_a_good_token(
+        app_client: TestClient, cast: Cast, as_, estimates: list[str]) -> None:
+    form = {"name": "Ada", "password": NEW_PASSWORD, "confirmation": NEW_PASSWORD}
+    assert accept(app_client, "x" * 43, name="Ada", password=NEW_PASSWORD).status_code == 404
+    assert app_client.post(f"/ui/invitations/{'x' * 43}", data=form).status_code == 404
+    assert estimates == []
+    token = token_of(invite(app_client, as_(cast.manager)))
+    assert accept(app_client, token, name="Ada", password=NEW_PASSWORD).status_code == 200
+    assert accept(app_client, token, name="Ada", password=NEW_PASSWORD).status_code == 410
+    assert estimates == [NEW_PASSWORD]
 
 
 # --- an email that already has an account: it joins only signed in as itself ---------------

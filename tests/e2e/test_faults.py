@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from e2e_helpers import (
 )
 from factories import auth_headers
 from fastapi.testclient import TestClient
+from server_process import free_port
 from sqlalchemy import select
 
 from gateway.db import Database
@@ -57,13 +57,6 @@ HERE = Path(__file__).resolve().parent
 JOBS = "/api/v1/jobs"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class GatewayProcess:
     """gateway_process.py under uvicorn on a port of its own, on the test's database."""
 
@@ -75,7 +68,7 @@ class GatewayProcess:
         data["secret_key"] = settings.secret_key.get_secret_value()
         self.env = {**os.environ, "HPCGW_E2E_SETTINGS": json.dumps(data),
                     "HPCGW_E2E_DIE_AFTER_SBATCH": "1" if die_after_sbatch else "0"}
-        self.port = _free_port()
+        self.port = free_port()
         self.log = log
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
 

@@ -11,9 +11,15 @@ from consortium.base import utcnow
 from gateway.jobs.arrays import parse_array
 from schedulers.base import Scheduler
 from schedulers.config import ClusterConfig
-from schedulers.errors import SchedulerRejected, SchedulerUnavailable
+from schedulers.errors import (
+    IsADirectory,
+    NotADirectory,
+    SchedulerRejected,
+    SchedulerUnavailable,
+)
 from schedulers.models import (
     AccountingRecord,
+    FileEntry,
     FoundJob,
     Health,
     Identity,
@@ -38,6 +44,16 @@ class FakeJob:
     exit_code: int | None = None
     in_accounting: bool = True
     in_queue: bool = True
+    # what Slurm holds it at beyond its spec (cpus=4, exclusive=True, ...): see `held_at`
+    widened: dict[str, object] = field(default_factory=dict)
+
+    def held_at(self) -> dict[str, object]:
+        """The sizes squeue reports: the spec's (per task for an array), unless widened."""
+        res = self.spec.resources
+        return {"cpus": res.cpus, "mem_mb": res.mem_mb_per_node * res.nodes,
+                "nodes": res.nodes, "gpus": res.gpus,
+                "time_limit_minutes": res.time_limit_minutes, "exclusive": False,
+                **self.widened}
 
 
 class FakeScheduler(Scheduler):
@@ -91,8 +107,9 @@ class FakeScheduler(Scheduler):
         self.calls["states"] += 1
         self._check_up()
         return {
-            i: JobStatus(scheduler_id=i, state=j.state, raw_state=j.state.value.upper(),
-                         reason=j.reason if j.state is JobState.pending else None)
+            i: JobStatus.model_validate({
+                "scheduler_id": i, "state": j.state, "raw_state": j.state.value.upper(),
+                "reason": j.reason if j.state is JobState.pending else None, **j.held_at()})
             for i in self._ids(scheduler_ids)
             if (j := self.jobs.get(i)) is not None and j.in_queue
         }
@@ -151,9 +168,33 @@ class FakeScheduler(Scheduler):
         self.calls["get_file"] += 1
         self._check_up()
         data = self.files.get((identity.work_root, path))
+        if data is None and self._under(identity, path):
+            raise IsADirectory(f"{path} is a directory")
         if data is None:
             raise SchedulerRejected(f"cannot read {path}: No such file or directory")
         return data[:limit]
+
+    def _under(self, identity: Identity, path: str) -> list[tuple[str, bytes]]:
+        """The files below directory `path` ("" the work root), as (path below it, content)."""
+        prefix = f"{path.strip('/')}/" if path.strip("/") else ""
+        return [(p.removeprefix(prefix), data) for (root, p), data in self.files.items()
+                if root == identity.work_root and p.startswith(prefix)]
+
+    async def list_files(self, identity: Identity, path: str) -> list[FileEntry]:
+        """Directories are implied by the files' paths."""
+        self.calls["list_files"] += 1
+        self._check_up()
+        if (identity.work_root, path) in self.files:
+            raise NotADirectory(f"{path} is not a directory")
+        below = self._under(identity, path)
+        if not below and path.strip("/"):
+            raise SchedulerRejected(f"cannot list {path}: No such file or directory")
+        entries: dict[str, FileEntry] = {}
+        for rest, data in below:
+            name, _, deeper = rest.partition("/")
+            entries[name] = FileEntry(name=name, type="dir" if deeper else "file",
+                                      size=0 if deeper else len(data), modified=utcnow())
+        return sorted(entries.values(), key=lambda e: e.name)
 
     async def health(self) -> Health:
         return Health(cluster=self.name, ok=not self.down, detail="fake", latency_ms=0.0)

@@ -28,7 +28,8 @@ def test_specs_parse_to_their_tasks(spec: str, ids: range | list[int], limit: in
 
 @pytest.mark.parametrize("spec", [
     "", "5-1", "0-4:0", "a-b", "0-4%0", "0-4%", "1;2", "0-1001", f"0-{MAX_TASK_ID + 1}", "-1",
-    "0-4%2%3", "1,,2", "0x10",
+    "0-4%2%3", "1,,2", "0x10", "٣", "0-٣", "1,2٣", "0-4:²", "0-4%٢", "0-4%²",
+    f"0-4%{MAX_TASKS + 1}", "0-4%" + "9" * 5000,
 ])
 def test_malformed_specs_are_refused(spec: str) -> None:
     with pytest.raises(ValueError, match=r"task|range|%|0 to"):

@@ -146,3 +146,17 @@ def test_per_node_and_per_cpu_values_wait_for_the_merge() -> None:
     assert asked.resources == {"array": "0-3"}
     assert (asked.stdout, asked.stderr) == ("out.txt", "err.txt")
     assert from_script("#SBATCH --gres=gpu\n").gpus_per_node == 1
+
+
+@pytest.mark.parametrize("number", ["٣", "²", "1٣", "\uff13", "9" * 5000])
+@pytest.mark.parametrize(("option", "reason"), [
+    ("-c {}", "give one whole number"), ("-N {}", "give one whole number"),
+    ("--time={}", "use minutes"), ("--time=1-{}", "use minutes"), ("--time={}:00", "use minutes"),
+    ("--mem={}G", "use a whole number"), ("--mem-per-cpu={}", "use a whole number"),
+    ("--gpus={}", "only a count"), ("--gres=gpu:{}", "only `gpu` or `gpu:N`"),
+])
+def test_only_ascii_digits_are_numbers_and_the_reason_is_the_gateways(
+        number: str, option: str, reason: str) -> None:
+    [problem] = refusals(f"#SBATCH {option.format(number)}\n")
+
+    assert problem.startswith("line 1: #SBATCH ") and reason in problem, problem

@@ -78,7 +78,7 @@ def test_an_array_is_quoted_and_held_as_its_tasks_times_one_tasks_cost(
     assert (job.task_count, job.quote_msu) == (6, 6 * TASK_QUOTE)
     assert hold_of(session, public_id).amount_msu == 6 * TASK_QUOTE == 1500
     (sent,) = {fake.jobs[t].spec.resources.array for t in fake.arrays[str(job.scheduler_id)]}
-    assert sent == "0,2,4,6,8,10%2"  # canonical (gateway.jobs.arrays)
+    assert sent == "0-10:2%2"  # canonical, steps kept (gateway.jobs.arrays)
     body = shown(client, world, as_, public_id)
     assert (body["array"], body["tasks"], body["array_tasks"]) == (sent, {"pending": 6}, [])
 

@@ -181,3 +181,77 @@ def test_template_parameter_errors_have_field_paths(client: TestClient, world: W
     unknown = submit(client, as_(world.researcher), world.project, script=None,
                      template="no-such")
     assert unknown.status_code == 404
+
+
+def _create(client: TestClient, headers: dict[str, str], slug: str, body: str,
+            parameters: list[dict[str, Any]] | None = None) -> None:
+    created = client.post("/api/v1/templates", headers=headers,
+                          json={"slug": slug, "title": slug, "body": body,
+                                "parameters": parameters or []})
+    assert created.status_code == 201, created.text
+
+
+def test_a_render_that_fails_is_a_422_with_the_templates_message_not_a_missing_resource(
+        client: TestClient, world: World, as_: Headers, fake: FakeScheduler) -> None:
+    # renders with the sample values it is saved with, fails with others
+    _create(client, as_(world.admin), "lookup",
+            "#!/bin/bash\n#SBATCH -p cpu -t 10 --mem=1G\necho {{ {'a': 1}[mode] }}\n",
+            [{"name": "mode", "type": "enum", "choices": ["a", "b"], "default": "a"}])
+    _create(client, as_(world.admin), "shards",
+            "#!/bin/bash\n#SBATCH -c 2\necho {{ 100 // (resources.cpus_per_task - shards) }}\n",
+            [{"name": "shards", "type": "int", "default": 0, "minimum": 0}])
+
+    # resources left to the template's #SBATCH lines: not "give resources.partition ..."
+    undefined = submit(client, as_(world.researcher), world.project, script=None,
+                       resources=None, template="lookup", parameters={"mode": "b"})
+    # the first render fails (1 // (1 - 1)), then the second once -c 2 is read (2 - 2)
+    for shards, where in ((1, "first"), (2, "second")):
+        divided = submit(client, as_(world.researcher), world.project, script=None,
+                         template="shards", parameters={"shards": shards})
+        assert divided.status_code == 422, (where, divided.text)
+        [error] = divided.json()["errors"]
+        assert error["loc"] == ["body", "template"], where
+        assert error["msg"] == ("the template does not render (line 3): ZeroDivisionError: "
+                                "integer division or modulo by zero"), where
+
+    assert undefined.status_code == 422, undefined.text
+    [error] = undefined.json()["errors"]
+    assert error["loc"] == ["body", "template"]
+    assert error["msg"] == ("the template does not render (line 3): "
+                            "'dict object' has no attribute 'b'")
+    assert fake.calls["submit"] == 0
+    assert submit(client, as_(world.researcher), world.project, script=None, resources=None,
+                  template="lookup").status_code == 201
+
+
+def test_a_template_printing_a_resource_left_to_the_script_asks_for_it_in_the_request(
+        client: TestClient, world: World, as_: Headers) -> None:
+    _create(client, as_(world.admin), "printer",
+            "#!/bin/bash\n#SBATCH -p cpu -t 10\necho mem={{ resources.mem_mb }}\n")
+    answer = submit(client, as_(world.researcher), world.project, script=None,
+                    resources={"partition": "cpu", "time_limit_minutes": 10}, template="printer")
+    assert answer.status_code == 422
+    [error] = answer.json()["errors"]
+    assert error["loc"] == ["body", "resources", "mem_mb"]
+
+
+def test_a_template_whose_sbatch_lines_are_refused_is_not_saved(
+        client: TestClient, world: World, as_: Headers) -> None:
+    answer = client.post("/api/v1/templates", headers=as_(world.admin),
+                         json=new_template(body="#!/bin/bash\n#SBATCH -c 2\n#SBATCH --exclusive"
+                                                "\necho {{ who }}\n"))
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert error["loc"] == ["body", "body"]
+    assert error["msg"].startswith("line 3: #SBATCH --exclusive is not allowed")
+    assert client.get("/api/v1/templates/hello", headers=as_(world.admin)).status_code == 404
+
+
+def test_a_template_that_fails_on_its_sample_values_is_a_422_not_a_500(
+        client: TestClient, world: World, as_: Headers) -> None:
+    answer = client.post("/api/v1/templates", headers=as_(world.admin),
+                         json=new_template(body="#!/bin/bash\necho {{ 1 // 0 }}\n"))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0]["msg"] == (
+        "the template does not render (line 2): ZeroDivisionError: integer division or modulo "
+        "by zero")

@@ -24,7 +24,13 @@ from testcluster_helpers import Cluster
 
 from schedulers.base import JOB_NAME_PREFIX, Scheduler
 from schedulers.config import ClusterConfig, PartitionConfig
-from schedulers.errors import PathRefused, SchedulerError, SchedulerRejected
+from schedulers.errors import (
+    IsADirectory,
+    NotADirectory,
+    PathRefused,
+    SchedulerError,
+    SchedulerRejected,
+)
 from schedulers.local import LocalScheduler
 from schedulers.models import AccountingRecord, Identity, JobSpec, JobState, Resources
 from schedulers.slurm_ssh.scheduler import SlurmSshScheduler
@@ -405,6 +411,31 @@ async def test_files_go_up_and_come_back_whole(backend: Backend) -> None:
         await s.read_output(alpha, f"{path}.missing", 0, 10)
     await s.put_file(alpha, path, b"replaced")
     assert await s.get_file(alpha, path, 100) == b"replaced"
+
+
+async def test_a_directory_is_listed_and_never_read_as_a_file(backend: Backend) -> None:
+    s, alpha = backend.scheduler, backend.alpha
+    base = f"contract/listing-{uuid.uuid4().hex}"
+    await s.put_file(alpha, f"{base}/result.txt", b"12345")
+    await s.put_file(alpha, f"{base}/ckpt/epoch-1.pt", b"x" * 300)
+    backend.symlink(alpha, f"{base}/etc", "/etc")
+
+    entries = await s.list_files(alpha, base)
+
+    assert [(e.name, e.type) for e in entries] == [("ckpt", "dir"), ("result.txt", "file")]
+    assert entries[1].size == 5 and entries[1].modified is not None
+    assert [(e.name, e.size) for e in await s.list_files(alpha, f"{base}/ckpt")] == [
+        ("epoch-1.pt", 300)]
+    assert "contract" in {e.name for e in await s.list_files(alpha, "")}
+    with pytest.raises(IsADirectory):
+        await s.get_file(alpha, f"{base}/ckpt", 1000)
+    with pytest.raises(NotADirectory):
+        await s.list_files(alpha, f"{base}/result.txt")
+    with pytest.raises(SchedulerRejected):
+        await s.list_files(alpha, f"{base}/missing")
+    for path in ("..", "/etc", f"{base}/../../..", f"{base}/etc"):
+        with pytest.raises(PathRefused):
+            await s.list_files(alpha, path)
 
 
 async def test_job_past_its_time_limit_ends_timeout(backend: Backend) -> None:

@@ -73,3 +73,17 @@ def test_the_documented_examples_price_every_partition(example: Path) -> None:
             assert p.unpriced == ()
             assert min(p.billing.cpu, p.billing.mem_gb) > 0
             assert p.billing.gpu > 0 or p.max_gpus_per_job == 0
+
+
+@pytest.mark.parametrize(("cpus_per_core", "cpus", "priced"), [
+    (1, 1, 1), (1, 3, 3), (2, 1, 2), (2, 3, 4), (2, 4, 4), (4, 5, 8),
+])
+def test_cpus_are_priced_as_the_partitions_whole_cores(cpus_per_core: int, cpus: int,
+                                                        priced: int) -> None:
+    from gateway.jobs.admission import amounts_of
+    from gateway.jobs.schemas import ResourcesIn
+
+    cores = partition(cpus_per_core=cpus_per_core)
+    assert cores.allocated_cpus(cpus) == priced
+    res = ResourcesIn(partition="gpu", cpus_per_task=cpus, mem_mb=1024, time_limit_minutes=60)
+    assert amounts_of(res, cores).cpus == priced

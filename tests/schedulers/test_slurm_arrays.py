@@ -52,30 +52,31 @@ def test_sbatch_of_a_single_job_has_no_array_and_literal_paths() -> None:
 
 
 def test_squeue_gives_each_task_of_the_arrays_asked_for() -> None:
-    states = Squeue(["23", "24"]).parse(out("squeue_array.txt"))
+    states = Squeue(["941", "943"]).parse(out("squeue_states.txt"))
 
-    assert set(states) == {f"{job}_{task}" for job in (23, 24) for task in range(6)}
-    assert (states["23_0"].state, states["23_1"].state) == (JobState.running,
-                                                            JobState.running)
-    assert (states["23_4"].state, states["23_4"].reason) == (JobState.pending,
-                                                             "JobArrayTaskLimit")
-    assert states["24_3"].reason == "Resources"
+    assert set(states) == {f"941_{t}" for t in range(6)} | {f"943_{t}" for t in range(4)}
+    assert (states["941_0"].state, states["941_1"].state) == (JobState.completed,
+                                                              JobState.completed)
+    assert (states["941_4"].state, states["941_4"].reason) == (JobState.pending,
+                                                               "JobArrayTaskLimit")
+    assert states["943_3"].reason == "JobHeldUser"
 
 
 def test_squeue_reads_a_pending_range_as_each_of_its_tasks() -> None:
-    result = Result(b"7_0|RUNNING|None\n7_[1-3,8-12:2%2]|PENDING|JobArrayTaskLimit\n"
-                    b"8|PENDING|Priority\n", b"", 0)
+    result = Result(b"7_0|RUNNING|cpu=1,mem=1G,node=1|5:00|OK|None\n"
+                    b"7_[1-3,8-12:2%2]|PENDING|cpu=2,mem=1G,node=1|5:00|OK|JobArrayTaskLimit\n"
+                    b"8|PENDING|N/A|5:00|OK|Priority\n", b"", 0)
 
     states = Squeue(["7"]).parse(result)
 
     assert sorted(states) == ["7_0", "7_1", "7_10", "7_12", "7_2", "7_3", "7_8"]
     assert {s.state for k, s in states.items() if k != "7_0"} == {JobState.pending}
-    assert states["7_12"].scheduler_id == "7_12"
+    assert states["7_12"].scheduler_id == "7_12" and states["7_12"].cpus == 2
 
 
 def test_squeue_refuses_a_task_list_it_cannot_read() -> None:
     with pytest.raises(SchedulerError, match="array task list"):
-        Squeue(["7"]).parse(Result(b"7_[1-x]|PENDING|None\n", b"", 0))
+        Squeue(["7"]).parse(Result(b"7_[1-x]|PENDING|N/A|5:00|OK|None\n", b"", 0))
 
 
 def test_sacct_gives_started_tasks_their_own_record_and_the_rest_pending() -> None:

@@ -18,7 +18,14 @@ from schedulers.errors import (
     SchedulerTimeout,
     SchedulerUnavailable,
 )
-from schedulers.models import AssociationLimits, FoundJob, JobSpec, JobState, Resources
+from schedulers.models import (
+    UNLIMITED_MINUTES,
+    AssociationLimits,
+    FoundJob,
+    JobSpec,
+    JobState,
+    Resources,
+)
 from schedulers.slurm_ssh.accounting import (
     ModifyAccount,
     ShowAssociations,
@@ -33,6 +40,7 @@ from schedulers.slurm_ssh.commands import (
     Squeue,
     SqueueMarker,
     parse_exit_code,
+    parse_time_limit,
     parse_tres,
     slurm_error,
 )
@@ -67,33 +75,72 @@ def spec(**fields: object) -> JobSpec:
 
 
 def test_squeue_states_of_captured_jobs_including_array_tasks() -> None:
-    ids = fixture("job_ids.txt").strip().split(",") + [f"454_{i}" for i in range(1, 6)]
+    ids = ["936", "937", "938", "939", "940", "941", "943"]
 
     states = Squeue(ids).parse(out("squeue_states.txt"))
 
     summary = {i: (s.state, s.raw_state, s.reason) for i, s in states.items()}
     assert summary == {
-        "448": (JobState.completed, "COMPLETED", None),
-        "449": (JobState.failed, "FAILED", None),
-        "450": (JobState.completed, "COMPLETED", None),
-        "451": (JobState.running, "RUNNING", None),
-        "452": (JobState.pending, "PENDING", "JobHeldUser"),
-        "453": (JobState.pending, "PENDING", "BeginTime"),
-        "454_1": (JobState.running, "RUNNING", None),
-        "454_2": (JobState.running, "RUNNING", None),
-        "454_3": (JobState.pending, "PENDING", "JobArrayTaskLimit"),
-        "454_4": (JobState.pending, "PENDING", "JobArrayTaskLimit"),
-        "454_5": (JobState.pending, "PENDING", "JobArrayTaskLimit"),
-        "456": (JobState.running, "RUNNING", None),
-        "457": (JobState.pending, "PENDING", "Resources"),
+        "936": (JobState.completed, "COMPLETED", None),
+        "937": (JobState.failed, "FAILED", None),
+        "938": (JobState.pending, "PENDING", "BeginTime"),
+        "939": (JobState.pending, "PENDING", "JobHeldUser"),
+        "940": (JobState.running, "RUNNING", None),
+        **{f"941_{t}": (JobState.completed, "COMPLETED", None) for t in (0, 1)},
+        **{f"941_{t}": (JobState.pending, "PENDING", "JobArrayTaskLimit") for t in range(2, 6)},
+        **{f"943_{t}": (JobState.pending, "PENDING", "JobHeldUser") for t in range(4)},
     }
+
+
+def test_squeue_reads_the_sizes_slurm_holds_each_job_and_task_at() -> None:
+    states = Squeue(["936", "940", "941", "943"]).parse(out("squeue_states.txt"))
+
+    def sizes(job_id: str) -> tuple[object, ...]:
+        s = states[job_id]
+        return s.cpus, s.mem_mb, s.nodes, s.gpus, s.time_limit_minutes, s.exclusive
+    assert sizes("936") == (1, 100, 1, 0, 5, False)  # ended: as it ran
+    assert sizes("940") == (2, 300, 1, 0, 5, False)  # running: allocated
+    assert sizes("941_4") == (1, 100, 1, 0, 5, False)  # an array's: per task
+    assert sizes("943_3") == (1, 100, 1, 1, 5, False)  # --gpus=1 per task
+
+
+def test_squeue_reads_what_an_admin_or_a_flag_widened() -> None:
+    """Captured after `scontrol update JobId=927 NumCPUs=4`, `MinMemoryNode=1024`,
+    `TimeLimit=30`, and 931's `TimeLimit=UNLIMITED`; 929 was sent with --exclusive, 928
+    with -n2 -c2 --mem=1G --gpus=2 -t 30."""
+    states = Squeue(["927", "928", "929", "931"]).parse(out("squeue_sizes.txt"))
+
+    widened = states["927"]
+    assert (widened.cpus, widened.mem_mb, widened.time_limit_minutes) == (4, 1024, 30)
+    assert (states["928"].cpus, states["928"].gpus, states["928"].mem_mb) == (4, 2, 1024)
+    assert states["929"].exclusive is True and states["928"].exclusive is False
+    assert states["931"].time_limit_minutes == UNLIMITED_MINUTES
+
+
+@pytest.mark.parametrize(("value", "minutes"), [
+    ("5:00", 5), ("0:30", 1), ("1:05", 2), ("1:30:00", 90), ("2-00:00:00", 2880),
+    ("1-02:03:00", 1563), ("UNLIMITED", UNLIMITED_MINUTES), ("NOT_SET", None), ("", None),
+    ("INVALID", None)])
+def test_squeue_time_limits_in_minutes_rounded_up(value: str, minutes: int | None) -> None:
+    assert parse_time_limit(value) == minutes
+
+
+def test_squeue_without_sizes_reports_none_and_unknown_sharing_as_none() -> None:
+    result = Result(b"5|PENDING|N/A|NOT_SET|WEIRD|Priority\n", b"", 0)
+
+    status = Squeue(["5"]).parse(result)["5"]
+
+    assert (status.cpus, status.mem_mb, status.nodes, status.gpus) == (None,) * 4
+    assert (status.time_limit_minutes, status.exclusive, status.reason) == (
+        None, None, "Priority")
 
 
 def test_squeue_asks_for_all_jobs_in_one_command() -> None:
     argv = Squeue(["1", "2_3"]).argv()
 
     assert argv == ["squeue", "--noheader", "--array", "--states=all", "--jobs=1,2_3",
-                    "--format=%i|%T|%r"]
+                    "--Format=JobArrayID:|,State:|,tres-alloc:|,TimeLimit:|,OverSubscribe:|,"
+                    "Reason:"]
 
 
 def test_squeue_error_for_a_single_forgotten_job_means_none_is_live() -> None:

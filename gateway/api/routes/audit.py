@@ -44,7 +44,8 @@ def denials_audited(session: Session, principal: Principal, context: RequestCont
         raise
 
 
-@router.get("/audit", response_model=Page[AuditEventOut], responses=problems(401, 403, 404, 422))
+@router.get("/audit", operation_id="audit-list", response_model=Page[AuditEventOut],
+            responses=problems(401, 403, 404, 422))
 def list_audit(
     *,
     session: SessionDep,

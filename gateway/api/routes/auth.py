@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Response
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from consortium.errors import InvalidInput
@@ -12,7 +13,7 @@ from consortium.models import Member, Membership, User
 from gateway.api.deps import ContextDep, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep
 from gateway.api.errors import problems
 from gateway.auth import login
-from gateway.auth.schemas import MembershipOut, MeOut, TokenResponse
+from gateway.auth.schemas import MeMembership, MeOut, TokenResponse
 
 router = APIRouter(tags=["auth"])
 
@@ -22,7 +23,8 @@ ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-@router.post("/auth/token", response_model=TokenResponse, responses=problems(401, 422, 429))
+@router.post("/auth/token", operation_id="auth-token", response_model=TokenResponse,
+             responses=problems(401, 422, 429))
 def issue_token(
     *,
     database: DatabaseDep,
@@ -57,7 +59,24 @@ def issue_token(
                          refresh_token=issued.refresh_token)
 
 
-@router.post("/auth/logout", status_code=204, responses=problems(422))
+class LoginMethods(BaseModel):
+    """How a client logs in here; with an OIDC provider, a CLI runs the device flow against
+    `oidc_issuer` (its discovery document) as the public client `oidc_client_id`."""
+
+    password: bool = True
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+
+
+@router.get("/auth/config", operation_id="auth-config", response_model=LoginMethods)
+def login_methods(settings: SettingsDep) -> LoginMethods:
+    """Public: the login methods of this gateway (no secret in it)."""
+    oidc = settings.oidc
+    return LoginMethods(oidc_issuer=oidc.issuer if oidc else None,
+                        oidc_client_id=oidc.audience if oidc else None)
+
+
+@router.post("/auth/logout", operation_id="auth-logout", status_code=204, responses=problems(422))
 def logout(
     database: DatabaseDep,
     context: ContextDep,
@@ -68,7 +87,7 @@ def logout(
     login.logout(database, refresh_token=refresh_token, context=context)
 
 
-@router.get("/me", response_model=MeOut, responses=problems(401))
+@router.get("/me", operation_id="me-get", response_model=MeOut, responses=problems(401))
 def me(principal: CurrentPrincipal, session: SessionDep) -> MeOut:
     """The caller, its memberships, and what the credential of this request allows."""
     user = session.get_one(User, principal.user_id)
@@ -84,7 +103,7 @@ def me(principal: CurrentPrincipal, session: SessionDep) -> MeOut:
         name=user.name,
         is_admin=user.is_admin,
         memberships=[
-            MembershipOut(member_id=member_id, member_slug=slug, member_name=name,
+            MeMembership(member_id=member_id, member_slug=slug, member_name=name,
                           member_status=status, role=role)
             for member_id, slug, name, status, role in rows
         ],

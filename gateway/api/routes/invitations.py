@@ -37,7 +37,7 @@ register_status(InvitationGone, 410)
 router = APIRouter(tags=["invitations"])
 
 
-@router.post("/members/{member}/invitations", status_code=201,
+@router.post("/members/{member}/invitations", operation_id="invitations-create", status_code=201,
              response_model=InvitationCreated, responses=problems(401, 403, 404, 409, 422))
 def create_invitation(*, body: InvitationCreate, member: CurrentMember, session: SessionDep,
                       principal: CurrentPrincipal, context: ContextDep,
@@ -63,7 +63,8 @@ def create_invitation(*, body: InvitationCreate, member: CurrentMember, session:
                                 link=None if delivery.mail == "sent" else link)
 
 
-@router.get("/members/{member}/invitations", response_model=list[InvitationOut],
+@router.get("/members/{member}/invitations", operation_id="invitations-list",
+            response_model=list[InvitationOut],
             responses=problems(401, 403, 404))
 def list_invitations(*, member: CurrentMember, session: SessionDep,
                      principal: CurrentPrincipal) -> list[InvitationOut]:
@@ -73,7 +74,8 @@ def list_invitations(*, member: CurrentMember, session: SessionDep,
             for i in service.list_invitations(session, principal, member)]
 
 
-@router.delete("/members/{member}/invitations/{invitation_id}", status_code=204,
+@router.delete("/members/{member}/invitations/{invitation_id}", operation_id="invitations-revoke",
+               status_code=204,
                response_class=Response, responses=problems(401, 403, 404, 409, 422))
 def revoke_invitation(*, invitation_id: RowId, member: CurrentMember, session: SessionDep,
                       principal: CurrentPrincipal, context: ContextDep) -> Response:
@@ -85,7 +87,8 @@ def revoke_invitation(*, invitation_id: RowId, member: CurrentMember, session: S
 
 
 # `{}` in its security: signing in is optional (OpenAPI's anonymous alternative)
-@router.post("/invitations/{token}/accept", response_model=InvitationAccepted,
+@router.post("/invitations/{token}/accept", operation_id="invitations-accept",
+             response_model=InvitationAccepted,
              responses=problems(401, 403, 404, 409, 410, 422), openapi_extra={"security": [{}]})
 def accept_invitation(*, token: Annotated[str, Path(max_length=128)], body: InvitationAccept,
                       session: SessionDep, context: ContextDep,

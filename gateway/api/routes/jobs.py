@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from consortium.authz import Principal, Scope
 from consortium.bounds import MAX_ID, Id, Instant, Offset
 from consortium.errors import DomainError
+from gateway.api import examples
 from gateway.api.deps import (
     AuthenticatedRead,
     ContextDep,
@@ -27,11 +28,22 @@ from gateway.api.deps import (
     JobServiceDep,
 )
 from gateway.api.errors import PROBLEM_JSON, problems, register_status
+from gateway.api.examples import json_example
 from gateway.api.schemas import Page
 from gateway.jobs import errors, idempotency, repository
 from gateway.jobs.arrays import MAX_TASK_ID
 from gateway.jobs.models import JobState
-from gateway.jobs.schemas import JobCreate, JobDetail, JobOut, OutputOut, OutputStream, file_path
+from gateway.jobs.schemas import (
+    FileListing,
+    JobCreate,
+    JobDetail,
+    JobOut,
+    JobQuote,
+    OutputOut,
+    OutputStream,
+    file_path,
+    relative_path,
+)
 from gateway.jobs.views import job_detail, job_out
 from quotas.errors import QuotaExceeded
 
@@ -74,14 +86,15 @@ def _json(status: int, body: dict[str, Any]) -> JSONResponse:
 
 
 @router.post(
-    "/jobs", status_code=201, response_model=JobDetail,
-    responses={202: {**_JOB, "description": "sent, no answer: the job is `unknown` until the "
+    "/jobs", status_code=201, response_model=JobDetail, operation_id="jobs-submit",
+    responses={201: json_example(examples.JOB_DETAIL),
+               202: {**_JOB, "description": "sent, no answer: the job is `unknown` until the "
                                             "tracker finds it by its marker"},
                **problems(401, 403, 404, 409, 422, 503)},
 )
 async def submit_job(
     *,
-    body: JobCreate,
+    body: Annotated[JobCreate, Body(openapi_examples=examples.JOB_CREATE)],
     request: Request,
     principal: DetachedPrincipal,
     jobs: JobServiceDep,
@@ -119,7 +132,21 @@ async def submit_job(
     return _json(submission.status, submission.job.model_dump(mode="json"))
 
 
-@router.get("/jobs", response_model=Page[JobOut], responses=problems(401, 422))
+@router.post("/jobs/quote", response_model=JobQuote, operation_id="jobs-quote",
+             responses={200: json_example(examples.JOB_QUOTE),
+                        **problems(401, 403, 404, 409, 422)})
+async def quote_job(body: Annotated[JobCreate, Body(openapi_examples=examples.JOB_CREATE)],
+                    principal: DetachedPrincipal,
+                    jobs: JobServiceDep) -> JobQuote:
+    """What submitting this body now would be quoted and held, and whether it would be
+    accepted (`fits`; `message` says why not: quota, job cap). The script's `#SBATCH` lines
+    and the template are resolved, and the request checked, as a submission is: its refusals
+    (422, 403, 404, 409) are a submission's. Nothing is written or sent to the cluster."""
+    return await jobs.quote(principal, body)
+
+
+@router.get("/jobs", response_model=Page[JobOut], operation_id="jobs-list",
+            responses=problems(401, 422))
 async def list_jobs(
     *,
     read: AuthenticatedRead,
@@ -147,7 +174,9 @@ async def list_jobs(
     return await read(page)
 
 
-@router.get("/jobs/{job_id}", response_model=JobDetail, responses=problems(401, 403, 404, 422))
+@router.get("/jobs/{job_id}", response_model=JobDetail, operation_id="jobs-get",
+            responses={200: json_example(examples.JOB_DETAIL),
+                       **problems(401, 403, 404, 422)})
 async def get_job(job_id: JobId, read: AuthenticatedRead) -> Response:
     """A job with its request, quote, charge, timings, events and pending reason."""
     def detail(session: Session, principal: Principal) -> Response:
@@ -157,7 +186,7 @@ async def get_job(job_id: JobId, read: AuthenticatedRead) -> Response:
     return await read(detail)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobDetail,
+@router.post("/jobs/{job_id}/cancel", response_model=JobDetail, operation_id="jobs-cancel",
              responses={202: {**_JOB, "description": "the cluster was asked to stop it"},
                         **problems(401, 403, 404, 409, 422, 503, 504)})
 async def cancel_job(job_id: JobId, principal: DetachedPrincipal, jobs: JobServiceDep,
@@ -177,7 +206,7 @@ def _wants_stream(request: Request, follow: bool) -> bool:
     return follow or EVENT_STREAM in request.headers.get("accept", "")
 
 
-@router.get("/jobs/{job_id}/output", response_model=OutputOut,
+@router.get("/jobs/{job_id}/output", response_model=OutputOut, operation_id="jobs-output",
             responses={200: _sse_doc("output", "end"),
                        **problems(401, 403, 404, 409, 422, 503, 504)})
 async def read_output(
@@ -217,7 +246,7 @@ async def read_output(
                              headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/jobs/{job_id}/events",
+@router.get("/jobs/{job_id}/events", operation_id="jobs-events",
             responses={200: _sse_doc("state"), **problems(401, 403, 404, 422)})
 async def job_events(
     job_id: JobId,
@@ -250,11 +279,26 @@ _FILE = {"content": {"application/octet-stream": {"schema": {"type": "string",
                                                              "format": "binary"}}}}
 
 
+@router.get("/jobs/{job_id}/files", response_model=FileListing, operation_id="jobs-files-list",
+            responses=problems(401, 403, 404, 409, 422, 503, 504))
+async def list_job_files(
+    job_id: JobId, principal: DetachedPrincipal, jobs: JobServiceDep,
+    path: Annotated[str, Query(max_length=500, description=(
+        "a directory of the job's working directory; default: the working directory")),
+        AfterValidator(relative_path)] = "",
+) -> FileListing:
+    """The files and directories of the job's working directory (or of `path` in it), by
+    name: name, type (`file` or `dir`), size and modification time."""
+    return await jobs.list_job_files(principal, job_id, path)
+
+
 @router.get("/jobs/{job_id}/files/{path:path}", response_class=Response,
+            operation_id="jobs-files-get",
             responses={200: _FILE, **problems(401, 403, 404, 409, 422, 503, 504)})
 async def download_job_file(job_id: JobId, path: FileInJob, principal: DetachedPrincipal,
                             jobs: JobServiceDep) -> Response:
-    """A file of the job's working directory (a checkpoint, a result), size-capped."""
+    """A file of the job's working directory (a checkpoint, a result), size-capped. A
+    directory is refused (422): list it with `GET /jobs/{job_id}/files?path=...`."""
     data = await jobs.get_job_file(principal, job_id, path)
     return _download(path, data)
 
@@ -269,6 +313,7 @@ MemberSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 
 
 @router.put("/members/{member}/files/{path:path}", status_code=201,
+            operation_id="member-files-put",
             responses=problems(401, 403, 404, 409, 413, 422, 503, 504))
 async def upload_file(*, member: MemberSlug, path: FileInJob, request: Request,
                       principal: DetachedPrincipal, jobs: JobServiceDep, context: ContextDep,
@@ -282,6 +327,7 @@ async def upload_file(*, member: MemberSlug, path: FileInJob, request: Request,
 
 
 @router.get("/members/{member}/files/{path:path}", response_class=Response,
+            operation_id="member-files-get",
             responses={200: _FILE, **problems(401, 403, 404, 409, 422, 503, 504)})
 async def download_file(member: MemberSlug, path: FileInJob, principal: DetachedPrincipal,
                         jobs: JobServiceDep, cluster: str | None = None) -> Response:

@@ -43,7 +43,7 @@ CurrentMember = Annotated[Member, Depends(current_member)]
 RowId = Annotated[Id, Path()]
 
 
-@router.post("/members", status_code=201, response_model=MemberOut,
+@router.post("/members", operation_id="members-create", status_code=201, response_model=MemberOut,
              responses=problems(401, 403, 409, 422))
 def create_member(*, body: MemberCreate, session: SessionDep, principal: CurrentPrincipal,
                   context: ContextDep, settings: SettingsDep) -> MemberOut:
@@ -54,18 +54,20 @@ def create_member(*, body: MemberCreate, session: SessionDep, principal: Current
     return MemberOut.model_validate(member)
 
 
-@router.get("/members", response_model=list[MemberOut], responses=problems(401))
+@router.get("/members", operation_id="members-list", response_model=list[MemberOut],
+            responses=problems(401))
 def list_members(*, session: SessionDep, principal: CurrentPrincipal) -> list[MemberOut]:
     """Every member for admins; the caller's own members otherwise."""
     return [MemberOut.model_validate(m) for m in service.list_members(session, principal)]
 
 
-@router.get("/members/{member}", response_model=MemberOut, responses=problems(401, 404))
+@router.get("/members/{member}", operation_id="members-get", response_model=MemberOut,
+            responses=problems(401, 404))
 def get_member(*, member: CurrentMember) -> MemberOut:
     return MemberOut.model_validate(member)
 
 
-@router.patch("/members/{member}", response_model=MemberOut,
+@router.patch("/members/{member}", operation_id="members-update", response_model=MemberOut,
               responses=problems(401, 403, 404, 422))
 def update_member(*, body: MemberUpdate, member: CurrentMember, session: SessionDep,
                   principal: CurrentPrincipal, context: ContextDep) -> MemberOut:
@@ -76,7 +78,8 @@ def update_member(*, body: MemberUpdate, member: CurrentMember, session: Session
     return MemberOut.model_validate(member)
 
 
-@router.post("/members/{member}/identities", status_code=201, response_model=IdentityOut,
+@router.post("/members/{member}/identities", operation_id="members-identities-add",
+             status_code=201, response_model=IdentityOut,
              responses=problems(401, 403, 404, 409, 422))
 def add_identity(*, body: IdentityIn, member: CurrentMember, session: SessionDep,
                  principal: CurrentPrincipal, context: ContextDep,
@@ -89,7 +92,8 @@ def add_identity(*, body: IdentityIn, member: CurrentMember, session: SessionDep
     return IdentityOut.model_validate(identity)
 
 
-@router.get("/members/{member}/users", response_model=list[MemberUserOut],
+@router.get("/members/{member}/users", operation_id="members-users-list",
+            response_model=list[MemberUserOut],
             responses=problems(401, 403, 404))
 def list_member_users(*, member: CurrentMember, session: SessionDep,
                       principal: CurrentPrincipal) -> list[MemberUserOut]:
@@ -97,7 +101,8 @@ def list_member_users(*, member: CurrentMember, session: SessionDep,
     return service.list_member_users(session, principal, member)
 
 
-@router.patch("/members/{member}/users/{user_id}", response_model=MemberUserOut,
+@router.patch("/members/{member}/users/{user_id}", operation_id="members-users-change-role",
+              response_model=MemberUserOut,
               responses=problems(401, 403, 404, 409, 422))
 def change_role(*, user_id: RowId, body: RoleChange, member: CurrentMember, session: SessionDep,
                 principal: CurrentPrincipal, context: ContextDep) -> MemberUserOut:
@@ -108,7 +113,8 @@ def change_role(*, user_id: RowId, body: RoleChange, member: CurrentMember, sess
                                    context=context)
 
 
-@router.delete("/members/{member}/users/{user_id}", status_code=204, response_class=Response,
+@router.delete("/members/{member}/users/{user_id}", operation_id="members-users-remove",
+               status_code=204, response_class=Response,
                responses=problems(401, 403, 404, 409, 422))
 def remove_membership(*, user_id: RowId, member: CurrentMember, session: SessionDep,
                       principal: CurrentPrincipal, context: ContextDep) -> Response:
@@ -119,7 +125,8 @@ def remove_membership(*, user_id: RowId, member: CurrentMember, session: Session
     return Response(status_code=204)
 
 
-@router.post("/members/{member}/projects", status_code=201, response_model=ProjectOut,
+@router.post("/members/{member}/projects", operation_id="projects-create", status_code=201,
+             response_model=ProjectOut,
              responses=problems(401, 403, 404, 409, 422))
 def create_project(*, body: ProjectCreate, member: CurrentMember, session: SessionDep,
                    principal: CurrentPrincipal, context: ContextDep) -> ProjectOut:
@@ -129,7 +136,8 @@ def create_project(*, body: ProjectCreate, member: CurrentMember, session: Sessi
     return ProjectOut.model_validate(project)
 
 
-@router.get("/members/{member}/projects", response_model=list[ProjectOut],
+@router.get("/members/{member}/projects", operation_id="projects-list",
+            response_model=list[ProjectOut],
             responses=problems(401, 404))
 def list_projects(*, member: CurrentMember, session: SessionDep,
                   principal: CurrentPrincipal) -> list[ProjectOut]:
@@ -137,14 +145,16 @@ def list_projects(*, member: CurrentMember, session: SessionDep,
             for p in service.list_projects(session, principal, member)]
 
 
-@router.get("/members/{member}/projects/{project}", response_model=ProjectOut,
+@router.get("/members/{member}/projects/{project}", operation_id="projects-get",
+            response_model=ProjectOut,
             responses=problems(401, 404))
 def get_project(*, project: str, member: CurrentMember, session: SessionDep,
                 principal: CurrentPrincipal) -> ProjectOut:
     return ProjectOut.model_validate(service.get_project(session, principal, member, project))
 
 
-@router.patch("/members/{member}/projects/{project}", response_model=ProjectOut,
+@router.patch("/members/{member}/projects/{project}", operation_id="projects-update",
+              response_model=ProjectOut,
               responses=problems(401, 403, 404, 422))
 def update_project(*, project: str, body: ProjectUpdate, member: CurrentMember,
                    session: SessionDep, principal: CurrentPrincipal,

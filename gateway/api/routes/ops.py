@@ -13,13 +13,14 @@ from gateway.api.schemas import Status
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Status)
+@router.get("/healthz", operation_id="operations-healthz", response_model=Status)
 def healthz() -> Status:
     """The process answers."""
     return Status(status="ok")
 
 
-@router.get("/readyz", response_model=Status, responses=problems(503))
+@router.get("/readyz", operation_id="operations-readyz", response_model=Status,
+            responses=problems(503))
 def readyz(database: DatabaseDep, response: Response) -> Status:
     """The database answers; a load balancer sends traffic only when this is 200."""
     try:
@@ -31,6 +32,6 @@ def readyz(database: DatabaseDep, response: Response) -> Status:
     return Status(status="ok")
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", operation_id="operations-metrics", response_class=Response)
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -119,7 +119,8 @@ def _csv(rows: Iterator[Sequence[object]], filename: str) -> StreamingResponse:
 # --- allocations ---------------------------------------------------------------------------
 
 
-@router.post("/members/{member}/allocations", status_code=201, response_model=AllocationOut,
+@router.post("/members/{member}/allocations", operation_id="allocations-grant", status_code=201,
+             response_model=AllocationOut,
              responses=problems(401, 403, 404, 409, 422))
 def grant_allocation(*, pushes: LimitPushes, body: AllocationIn, member: CurrentMember,
                      session: SessionDep, principal: CurrentPrincipal, context: ContextDep,
@@ -143,7 +144,8 @@ def grant_allocation(*, pushes: LimitPushes, body: AllocationIn, member: Current
     return AllocationOut.of(allocation)
 
 
-@router.get("/members/{member}/allocations", response_model=list[AllocationOut],
+@router.get("/members/{member}/allocations", operation_id="allocations-list",
+            response_model=list[AllocationOut],
             responses=problems(401, 403, 404, 422))
 def list_allocations(*, member: CurrentMember, session: SessionDep,
                      principal: CurrentPrincipal,
@@ -155,7 +157,8 @@ def list_allocations(*, member: CurrentMember, session: SessionDep,
                                                                     states=states)]
 
 
-@router.post("/members/{member}/allocations/{allocation_id}/adjustments", status_code=201,
+@router.post("/members/{member}/allocations/{allocation_id}/adjustments",
+             operation_id="allocations-adjust", status_code=201,
              response_model=LedgerEntryOut, responses=problems(401, 403, 404, 409, 422))
 def adjust_allocation(*, pushes: LimitPushes, allocation_id: Id, body: AdjustmentIn,
                       member: CurrentMember, session: SessionDep, principal: CurrentPrincipal,
@@ -172,7 +175,8 @@ def adjust_allocation(*, pushes: LimitPushes, allocation_id: Id, body: Adjustmen
     return LedgerEntryOut.of(entry)
 
 
-@router.post("/members/{member}/refunds", status_code=201, response_model=LedgerEntryOut,
+@router.post("/members/{member}/refunds", operation_id="members-refund", status_code=201,
+             response_model=LedgerEntryOut,
              responses=problems(401, 403, 404, 409, 422))
 def refund_job(*, pushes: LimitPushes, body: RefundIn, member: CurrentMember,
                session: SessionDep, principal: CurrentPrincipal, context: ContextDep,
@@ -210,7 +214,7 @@ def _usage_rows(report: usage.UsageReport) -> Iterator[Sequence[object]]:
                        to_su(line.held_msu)]
 
 
-@router.get("/members/{member}/usage", response_model=UsageOut,
+@router.get("/members/{member}/usage", operation_id="members-usage", response_model=UsageOut,
             responses={**CSV_RESPONSE, **problems(401, 403, 404, 422)})
 def member_usage(*, request: Request, member: CurrentMember, session: SessionDep,
                  principal: CurrentPrincipal, format: Format = None) -> UsageOut | Response:
@@ -246,7 +250,8 @@ def _ledger_rows(database: Database, query: Select[LedgerEntry]) -> Iterator[Seq
         after = batch[-1].id
 
 
-@router.get("/members/{member}/ledger", response_model=Page[LedgerEntryOut],
+@router.get("/members/{member}/ledger", operation_id="members-ledger",
+            response_model=Page[LedgerEntryOut],
             responses={**CSV_RESPONSE, **problems(401, 403, 404, 422)})
 def member_ledger(
     *,
@@ -281,7 +286,8 @@ def member_ledger(
                 next_cursor=str(page[-1].id) if more else None)
 
 
-@router.get("/members/{member}/alerts", response_model=list[AlertOut],
+@router.get("/members/{member}/alerts", operation_id="members-alerts",
+            response_model=list[AlertOut],
             responses=problems(401, 403, 404))
 def member_alerts(*, member: CurrentMember, session: SessionDep,
                   principal: CurrentPrincipal) -> list[AlertOut]:
@@ -296,7 +302,7 @@ def member_alerts(*, member: CurrentMember, session: SessionDep,
 # --- rates ----------------------------------------------------------------------------------
 
 
-@router.get("/clusters/{cluster}/rates", response_model=RateCardOut,
+@router.get("/clusters/{cluster}/rates", operation_id="clusters-rates", response_model=RateCardOut,
             responses=problems(401, 404))
 def cluster_rates(*, cluster: str, settings: SettingsDep,
                   principal: CurrentPrincipal) -> RateCardOut:

@@ -16,7 +16,8 @@ router = APIRouter(tags=["templates"])
 Slug = Annotated[str, Path(pattern=SLUG_PATTERN)]
 
 
-@router.get("/templates", response_model=list[TemplateOut], responses=problems(401, 422))
+@router.get("/templates", operation_id="templates-list", response_model=list[TemplateOut],
+            responses=problems(401, 422))
 def list_templates(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -28,7 +29,7 @@ def list_templates(
             for t, v in templates.list_templates(session, include_disabled=show_disabled)]
 
 
-@router.get("/templates/{slug}", response_model=TemplateOut,
+@router.get("/templates/{slug}", operation_id="templates-get", response_model=TemplateOut,
             responses=problems(401, 404, 422))
 def get_template(
     slug: Slug,
@@ -39,7 +40,8 @@ def get_template(
     return templates.to_out(*templates.get_version(session, slug, version))
 
 
-@router.post("/templates", status_code=201, response_model=TemplateOut,
+@router.post("/templates", operation_id="templates-create", status_code=201,
+             response_model=TemplateOut,
              responses=problems(401, 403, 409, 422))
 def create_template(body: TemplateCreate, session: SessionDep, principal: CurrentPrincipal,
                     context: ContextDep) -> TemplateOut:
@@ -47,7 +49,7 @@ def create_template(body: TemplateCreate, session: SessionDep, principal: Curren
     return templates.to_out(*templates.create_template(session, principal, body, context))
 
 
-@router.put("/templates/{slug}", response_model=TemplateOut,
+@router.put("/templates/{slug}", operation_id="templates-update", response_model=TemplateOut,
             responses=problems(401, 403, 404, 422))
 def update_template(slug: Slug, body: TemplateUpdate, session: SessionDep,
                     principal: CurrentPrincipal, context: ContextDep) -> TemplateOut:

@@ -18,7 +18,7 @@ from gateway.auth.schemas import PersonalTokenCreate, PersonalTokenCreated, Pers
 router = APIRouter(prefix="/me/tokens", tags=["auth"])
 
 
-@router.post("", status_code=201, response_model=PersonalTokenCreated,
+@router.post("", operation_id="tokens-create", status_code=201, response_model=PersonalTokenCreated,
              responses=problems(401, 403, 409, 422))
 def create_token(
     body: PersonalTokenCreate, principal: CurrentPrincipal, session: SessionDep,
@@ -41,7 +41,8 @@ def create_token(
     )
 
 
-@router.get("", response_model=Page[PersonalTokenOut], responses=problems(401))
+@router.get("", operation_id="tokens-list", response_model=Page[PersonalTokenOut],
+            responses=problems(401))
 def list_tokens(principal: CurrentPrincipal, session: SessionDep) -> Page[PersonalTokenOut]:
     """Your tokens not revoked (at most 100), oldest first; never their secret."""
     return Page[PersonalTokenOut](items=[
@@ -50,7 +51,7 @@ def list_tokens(principal: CurrentPrincipal, session: SessionDep) -> Page[Person
     ])
 
 
-@router.delete("", status_code=204, responses=problems(401))
+@router.delete("", operation_id="tokens-revoke-all", status_code=204, responses=problems(401))
 def revoke_all_tokens(
     principal: CurrentPrincipal, session: SessionDep, context: ContextDep
 ) -> None:
@@ -59,7 +60,8 @@ def revoke_all_tokens(
                                   context=context)
 
 
-@router.delete("/{token_id}", status_code=204, responses=problems(401, 404))
+@router.delete("/{token_id}", operation_id="tokens-revoke", status_code=204,
+               responses=problems(401, 404))
 def revoke_token(
     token_id: Annotated[Id, Path()],
     principal: CurrentPrincipal,

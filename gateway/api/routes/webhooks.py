@@ -57,7 +57,8 @@ async def webhook_creator(member: str, project: str, principal: DetachedPrincipa
     return principal
 
 
-@router.post(WEBHOOKS, status_code=201, response_model=WebhookCreated,
+@router.post(WEBHOOKS, operation_id="webhooks-create", status_code=201,
+             response_model=WebhookCreated,
              responses=problems(401, 403, 404, 409, 422))
 async def create_webhook(*, body: WebhookCreate, member: str, project: str,
                          principal: Annotated[Principal, Depends(webhook_creator)],
@@ -80,20 +81,21 @@ async def create_webhook(*, body: WebhookCreate, member: str, project: str,
     return await anyio.to_thread.run_sync(create)
 
 
-@router.get(WEBHOOKS, response_model=list[WebhookOut], responses=problems(401, 403, 404, 422))
+@router.get(WEBHOOKS, operation_id="webhooks-list", response_model=list[WebhookOut],
+            responses=problems(401, 403, 404, 422))
 def list_webhooks(*, member: CurrentMember, project: CurrentProject, session: SessionDep,
                   principal: CurrentPrincipal) -> list[WebhookOut]:
     return [WebhookOut.of(s) for s in service.list_for(session, principal, member, project)]
 
 
-@router.get(WEBHOOKS + "/{webhook_id}", response_model=WebhookOut,
+@router.get(WEBHOOKS + "/{webhook_id}", operation_id="webhooks-get", response_model=WebhookOut,
             responses=problems(401, 403, 404, 422))
 def get_webhook(*, webhook_id: RowId, member: CurrentMember, project: CurrentProject,
                 session: SessionDep, principal: CurrentPrincipal) -> WebhookOut:
     return WebhookOut.of(service.get(session, principal, member, project, webhook_id))
 
 
-@router.delete(WEBHOOKS + "/{webhook_id}", status_code=204,
+@router.delete(WEBHOOKS + "/{webhook_id}", operation_id="webhooks-delete", status_code=204,
                responses=problems(401, 403, 404, 422))
 def delete_webhook(*, webhook_id: RowId, member: CurrentMember, project: CurrentProject,
                    session: SessionDep, principal: CurrentPrincipal,
@@ -104,7 +106,8 @@ def delete_webhook(*, webhook_id: RowId, member: CurrentMember, project: Current
     return Response(status_code=204)
 
 
-@router.get(WEBHOOKS + "/{webhook_id}/deliveries", response_model=Page[DeliveryOut],
+@router.get(WEBHOOKS + "/{webhook_id}/deliveries", operation_id="webhooks-deliveries",
+            response_model=Page[DeliveryOut],
             responses=problems(401, 403, 404, 422))
 def list_deliveries(
     *,
