@@ -32,6 +32,9 @@ class JobsSettings(BaseModel):
     max_active_jobs_per_member: int = Field(200, ge=1)
     # Retry-After of a 503 when a cluster cannot be reached
     retry_after_seconds: int = Field(30, ge=1)
+    # a cluster found unreachable is probed for at most this long before a submission to it
+    # is refused (503), rather than each waiting for sbatch's own timeout (gateway.jobs.health)
+    down_probe_seconds: float = Field(1.0, gt=0)
 
     output_default_limit: int = Field(64 * 1024, ge=1)
     output_max_limit: int = Field(1024 * 1024, ge=1)

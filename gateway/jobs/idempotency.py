@@ -4,9 +4,15 @@ Per user and key: the first request claims the key (in flight), then stores its 
 a retry with the same body gets that response again, whatever happened since; the same key
 with another body is refused (422); a retry while the first is still running gets 409.
 
+Only answers for which something was done are kept: a job on the cluster (201), or one whose
+submission is in doubt (202, settled by marker). A refusal for which nothing was executed (the
+cluster unreachable, quota, a policy, Slurm's own refusal) frees the key: the retry that its
+503's Retry-After invites is processed anew, instead of replaying the 503 for the key's life.
+
 A request that died while holding a key leaves it in flight. After `in_flight_timeout` the key
-is taken over when no job was created under it (nothing happened), or answered with the job
-it created (202: the caller learns the job and its state, never a second submission).
+is taken over when nothing reached the cluster under it (no job, or a job that failed to
+submit), or answered with the job it created (202: the caller learns the job and its state,
+never a second submission).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.jobs.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
-from gateway.jobs.models import IdempotencyRecord, IdempotencyState
+from gateway.jobs.models import IdempotencyRecord, IdempotencyState, Job, JobState
 
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, no spaces
 IN_FLIGHT_RETRY_AFTER = 2
@@ -78,15 +84,34 @@ def claim(session: Session, *, user_id: int, key: str, fingerprint: str, now: da
         raise IdempotencyKeyReused(
             "this Idempotency-Key was already used for a different request; use a new key")
     if found.state == IdempotencyState.done:
-        return Replay(found.response_status or 200, found.response_body or {})
+        status = found.response_status or 200
+        if status < 400:
+            return Replay(status, found.response_body or {})
+        return _take_over(session, found, now, ttl)  # a refusal kept by an earlier version
     if found.created_at + in_flight_timeout > now:
         raise _in_flight()
-    if found.job_id is None:
-        found.created_at = now  # taken over: the dead request created nothing
-        found.expires_at = now + ttl
-        session.flush()
-        return Claimed(found.id)
-    return Orphaned(found.id, found.job_id)
+    job_id = _job_that_may_have_run(session, found)
+    if job_id is None:  # nothing of the dead request reached the cluster
+        return _take_over(session, found, now, ttl)
+    return Orphaned(found.id, job_id)
+
+
+def _take_over(session: Session, found: IdempotencyRecord, now: datetime,
+               ttl: timedelta) -> Claimed:
+    found.state = IdempotencyState.in_flight
+    found.job_id = found.response_status = found.response_body = None
+    found.created_at = now
+    found.expires_at = now + ttl
+    session.flush()
+    return Claimed(found.id)
+
+
+def _job_that_may_have_run(session: Session, record: IdempotencyRecord) -> int | None:
+    """The key's job unless there is none or it never reached the cluster (`submit_failed`)."""
+    if record.job_id is None or session.scalar(
+            select(Job.state).where(Job.id == record.job_id)) == JobState.submit_failed:
+        return None
+    return record.job_id
 
 
 def _in_flight() -> IdempotencyKeyInFlight:
@@ -112,9 +137,12 @@ def complete(session: Session, record_id: int, status: int, body: dict[str, Any]
     session.flush()
 
 
-def abandon(session: Session, record_id: int) -> None:
-    """Free a key whose request failed before creating anything, so a retry can run."""
+def release(session: Session, record_id: int) -> None:
+    """Free a key whose request executed nothing (it failed before creating a job, or its job
+    failed to submit), so that a retry is processed anew. A key whose job may be on the
+    cluster stays in flight: a retry is then answered with that job."""
     found = session.get(IdempotencyRecord, record_id, with_for_update=True)
-    if found is not None and found.state == IdempotencyState.in_flight and found.job_id is None:
+    if (found is not None and found.state == IdempotencyState.in_flight
+            and _job_that_may_have_run(session, found) is None):
         session.delete(found)
         session.flush()

@@ -20,7 +20,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote as quote_url
 
 import anyio
@@ -36,7 +36,7 @@ from consortium.errors import DomainError, NotFound, PermissionDenied
 from consortium.models import Outcome
 from consortium.service import get_member
 from gateway.db import Database
-from gateway.jobs import directives, idempotency, quoting, repository
+from gateway.jobs import directives, health, idempotency, quoting, repository
 from gateway.jobs.admission import (
     admit,
     amounts_of,
@@ -197,6 +197,7 @@ class JobService:
 
     async def submit(self, principal: Principal, request: JobCreate, context: RequestContext,
                      *, idempotency_record: int | None = None) -> Submission:
+        await self._refuse_if_known_down(request.cluster)
         public_id = new_public_id()
         staged = self._stage(principal, request, public_id)
         try:
@@ -205,6 +206,17 @@ class JobService:
         finally:
             if staged is not None:
                 staged.discard()
+
+    async def _refuse_if_known_down(self, cluster_name: str | None) -> None:
+        """503 within a second, before anything is written, when the cluster was found
+        unreachable and a probe finds it still so: not another wait for sbatch's own timeout
+        (gateway.jobs.health)."""
+        cluster = self.clusters.get(cluster_name)
+        down = await health.still_down(cluster.scheduler, self.settings.down_probe_seconds)
+        if down is not None:
+            raise ClusterUnavailable(
+                f"cluster {cluster.name} cannot be reached ({down}); nothing was submitted "
+                f"and nothing held", retry_after=self.settings.retry_after_seconds)
 
     def _stage(self, principal: Principal, request: JobCreate, public_id: str) -> Staged | None:
         """The submission staged on the cluster, as the project's last accepted job went
@@ -253,6 +265,7 @@ class JobService:
             submitted = await (staged or Staged(scheduler)).submit(accepted.identity,
                                                                    accepted.spec)
         except SchedulerError as exc:
+            health.failed(scheduler, exc)
             return await self._not_submitted(accepted, exc, context, idempotency_record)
         except BaseException:
             # anything else (a bug, a cancelled request): the script may have gone; the
@@ -260,6 +273,7 @@ class JobService:
             with anyio.CancelScope(shield=True):
                 await self._db(lambda s: self._unknown(s, job_id, "submission interrupted"))
             raise
+        health.reached(scheduler)
 
         def store(session: Session) -> tuple[bool, bool, JobDetail | None]:
             job, events = self._as_accepted(session, accepted)
@@ -464,11 +478,9 @@ class JobService:
             return idempotency.Replay(202, body)
         return await self._db(answer)
 
-    async def complete_key(self, record_id: int, status: int, body: dict[str, Any]) -> None:
-        await self._db(lambda s: idempotency.complete(s, record_id, status, body))
-
-    async def abandon_key(self, record_id: int) -> None:
-        await self._db(lambda s: idempotency.abandon(s, record_id))
+    async def release_key(self, record_id: int) -> None:
+        """Free the key of a request that executed nothing (see gateway.jobs.idempotency)."""
+        await self._db(lambda s: idempotency.release(s, record_id))
 
     async def quote(self, principal: Principal, request: JobCreate) -> JobQuote:
         """What submitting `request` now would hold, and whether it would be accepted."""

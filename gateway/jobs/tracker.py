@@ -33,7 +33,7 @@ from consortium.audit import record
 from consortium.base import utcnow
 from consortium.models import ClusterIdentity
 from gateway.db import Database
-from gateway.jobs import repository, tasks
+from gateway.jobs import health, repository, tasks
 from gateway.jobs.arrays import parse_array
 from gateway.jobs.clusters import Cluster, Clusters, identity_for
 from gateway.jobs.config import JobsSettings
@@ -208,12 +208,16 @@ class ClusterTracker:
             return CycleReport(leader=False)
         jobs = await self._db(self._load, write=False)
         report = CycleReport(leader=True, tracked=len(jobs))
-        await self._follow_queued([j for j in jobs if j.state in (JobState.pending,
-                                                                  JobState.running)], report)
-        await self._settle_unsettled(
-            [j for j in jobs if j.state in (JobState.accepted, JobState.submitting,
-                                             JobState.unknown)], report)
-        await self._send_cancels(jobs, report)
+        try:
+            await self._follow_queued([j for j in jobs if j.state in (JobState.pending,
+                                                                      JobState.running)], report)
+            await self._settle_unsettled(
+                [j for j in jobs if j.state in (JobState.accepted, JobState.submitting,
+                                                 JobState.unknown)], report)
+            await self._send_cancels(jobs, report)
+        except SchedulerError as exc:
+            health.failed(self.scheduler, exc)  # submissions meanwhile are refused at once
+            raise
         return report
 
     def _load(self, session: Session) -> list[Tracked]:
@@ -250,6 +254,7 @@ class ClusterTracker:
             return
         statuses = await self.scheduler.states([sid for _, sid in queued])
         report.states_calls += 1
+        health.reached(self.scheduler)
         for job, sid in queued:
             await self._check_widening(job, sid, statuses, report)
         wanted = [sid for job, sid in queued if _needs_accounting(job, sid, statuses)]

@@ -110,20 +110,6 @@ def test_a_key_whose_request_died_after_creating_the_job_answers_with_that_job(
     assert fake.calls["submit"] == 1  # the job of the dead request, not a new one
 
 
-def test_a_refusal_is_replayed_too(client: TestClient, world: World, as_: Headers,
-                                   fake: FakeScheduler, session: Session) -> None:
-    fake.down = True
-    first = post(client, as_(world.researcher), "down", job_body(world.project))
-    assert first[0] == 503
-    fake.down = False
-    answer = client.post("/api/v1/jobs", json=job_body(world.project),
-                         headers={**as_(world.researcher), "Idempotency-Key": "down"})
-    assert (answer.status_code, answer.json()) == first
-    assert answer.headers["retry-after"] == "30"
-    assert answer.headers["content-type"] == "application/problem+json"
-    assert fake.calls["submit"] == 1
-
-
 def test_keys_belong_to_their_user(client: TestClient, world: World, as_: Headers,
                                    fake: FakeScheduler, session: Session) -> None:
     assert post(client, as_(world.researcher), "mine", job_body(world.project))[0] == 201

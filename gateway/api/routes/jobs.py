@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from consortium.authz import Principal, Scope
 from consortium.bounds import MAX_ID, Id, Instant, Offset
-from consortium.errors import DomainError
 from gateway.api import examples
 from gateway.api.deps import (
     AuthenticatedRead,
@@ -27,7 +26,7 @@ from gateway.api.deps import (
     DetachedPrincipal,
     JobServiceDep,
 )
-from gateway.api.errors import PROBLEM_JSON, problems, register_status
+from gateway.api.errors import problems, register_status
 from gateway.api.examples import json_example
 from gateway.api.schemas import Page
 from gateway.jobs import errors, idempotency, repository
@@ -76,13 +75,6 @@ def _model(body: BaseModel) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-def _json(status: int, body: dict[str, Any]) -> JSONResponse:
-    """A stored response as it was first sent (problems keep their media type and Retry-After)."""
-    headers = {}
-    if status >= 400 and body.get("retry_after") is not None:
-        headers["Retry-After"] = str(int(body["retry_after"]))
-    return JSONResponse(body, status_code=status, headers=headers,
-                        media_type=PROBLEM_JSON if status >= 400 else None)
 
 
 @router.post(
@@ -95,13 +87,13 @@ def _json(status: int, body: dict[str, Any]) -> JSONResponse:
 async def submit_job(
     *,
     body: Annotated[JobCreate, Body(openapi_examples=examples.JOB_CREATE)],
-    request: Request,
     principal: DetachedPrincipal,
     jobs: JobServiceDep,
     context: ContextDep,
     idempotency_key: Annotated[str | None, Header(
         pattern=idempotency.KEY_PATTERN,
-        description="retries with the same key and body get the first response again")] = None,
+        description="retries with the same key and body get the first response again; a "
+                    "refusal (nothing executed) is not kept, its retry runs anew")] = None,
 ) -> Response:
     """Submit a script, or a template with its parameters. 201 with the job once the cluster
     has it; 202 if the cluster's answer was lost (the job is `unknown`, never submitted twice).
@@ -114,22 +106,18 @@ async def submit_job(
     fingerprint = idempotency.fingerprint("POST", JOBS_PATH, body.model_dump(mode="json"))
     claimed = await jobs.claim_key(principal.user_id, idempotency_key, fingerprint)
     if isinstance(claimed, idempotency.Replay):
-        return _json(claimed.status, claimed.body)
+        return JSONResponse(claimed.body, status_code=claimed.status)
     try:
         submission = await jobs.submit(principal, body, context,
                                        idempotency_record=claimed.record_id)
-    except DomainError as exc:
-        handler = request.app.exception_handlers[DomainError]
-        response = await handler(request, exc)
-        await jobs.complete_key(claimed.record_id, response.status_code,
-                                json.loads(bytes(response.body)))
-        return _json(response.status_code, json.loads(bytes(response.body)))
     except BaseException:
+        # a refusal executed nothing (a job in doubt answers 202, never raises): the key is
+        # freed so that a retry is processed anew; a key whose job may have gone stays
         with anyio.CancelScope(shield=True):
-            await jobs.abandon_key(claimed.record_id)
+            await jobs.release_key(claimed.record_id)
         raise
     # the service stored this answer under the key, with the outcome it shows
-    return _json(submission.status, submission.job.model_dump(mode="json"))
+    return JSONResponse(submission.job.model_dump(mode="json"), status_code=submission.status)
 
 
 @router.post("/jobs/quote", response_model=JobQuote, operation_id="jobs-quote",
