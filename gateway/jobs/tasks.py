@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,6 +30,18 @@ from quotas import service as quotas
 from quotas.rates import Amounts
 from schedulers.config import BillingWeights
 from schedulers.models import AccountingRecord, JobStatus
+
+
+def used_by(record: AccountingRecord) -> Amounts:
+    """What a job (or task) is charged on: what Slurm's accounting says it was allocated."""
+    return Amounts(gpus=record.alloc_gpus, cpus=record.alloc_cpus, mem_mb=record.alloc_mem_mb)
+
+
+def requested(resources: Mapping[str, Any]) -> Amounts:
+    """What a job (or task) asked for: charged when Slurm's accounting never recorded it."""
+    return Amounts(gpus=resources["gpus"],
+                   cpus=resources["ntasks"] * resources["cpus_per_task"],
+                   mem_mb=resources["mem_mb"])
 
 # The job's end when its tasks ended differently, the most telling first: the program's own
 # failure, then the resources it ran out of, then the cluster's failure (refunded), then a
@@ -169,16 +182,13 @@ def _ended(job: Job, row: JobTask, seen: TaskSeen, now: datetime) -> quotas.Task
         row.alloc_cpus, row.alloc_gpus = accounted.alloc_cpus, accounted.alloc_gpus
         row.alloc_mem_mb = accounted.alloc_mem_mb
         row.node_list = accounted.nodes or None
-        used = Amounts(gpus=accounted.alloc_gpus, cpus=accounted.alloc_cpus,
-                       mem_mb=accounted.alloc_mem_mb)
+        used = used_by(accounted)
         elapsed = accounted.elapsed_seconds
     else:
         row.ended_at = now
         started = row.started_at
         elapsed = max(0, int((now - started).total_seconds())) if started else 0
-        res = job.resources
-        used = Amounts(gpus=res["gpus"], cpus=res["ntasks"] * res["cpus_per_task"],
-                       mem_mb=res["mem_mb"])
+        used = requested(job.resources)
     row.state, row.raw_state = seen.state, seen.raw_state
     row.elapsed_seconds = elapsed
     return quotas.TaskUse(row.task_id, used, elapsed, seen.state.value)

@@ -402,8 +402,7 @@ class ClusterTracker:
         current.alloc_mem_mb = accounting.alloc_mem_mb
         current.node_list = accounting.nodes or None
         current.energy_joules_measured = accounting.consumed_energy_joules
-        used = Amounts(gpus=accounting.alloc_gpus, cpus=accounting.alloc_cpus,
-                       mem_mb=accounting.alloc_mem_mb)
+        used = tasks.used_by(accounting)
         return self._settle(session, job, current, JobState(accounting.state.value), used=used,
                             elapsed=accounting.elapsed_seconds, detail=None)
 
@@ -417,9 +416,7 @@ class ClusterTracker:
             current.detail = detail
         started = current.started_at
         elapsed = max(0, int((now - started).total_seconds())) if started else 0
-        res = job.resources
-        used = Amounts(gpus=res["gpus"], cpus=res["ntasks"] * res["cpus_per_task"],
-                       mem_mb=res["mem_mb"])
+        used = tasks.requested(job.resources)
         return self._settle(session, job, current, state, used=used, elapsed=elapsed,
                             detail=detail)
 
