@@ -1,44 +1,57 @@
-# hpcgw gateway image: Debian's own Python, no other base image.
-#   docker build -t hpcgw .
-#   docker run --rm -e HPCGW_SECRET_KEY=... -e HPCGW_DATABASE_URL=postgresql+psycopg://... hpcgw db upgrade
-#   docker run -d -p 8000:8000 -e HPCGW_SECRET_KEY=... -e HPCGW_DATABASE_URL=... hpcgw
+# hpcgw gateway image: Debian's own Python, no other base image. Two stages: the builder makes
+# the wheels (hpcgw's and its dependencies'), the runtime installs them; no compiler, no source
+# tree and no editable install in the image.
+#   scripts/build-image.sh                    (buildah, no Docker engine; see docs/operations.md)
+#   docker build -t hpcgw .                   (where there is one)
+# Migrations are their own command, run once per upgrade, before the replicas start:
+#   podman run --rm --env-file hpcgw.env hpcgw db upgrade
+#   podman run -d -p 8000:8000 --env-file hpcgw.env hpcgw
 # `serve` refuses to start until `db upgrade` has brought the schema to head.
-FROM debian:bookworm-slim
+ARG BASE=debian:bookworm-slim
 
+FROM ${BASE} AS builder
 ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-
-RUN useradd --system --user-group --home-dir /var/lib/hpcgw --create-home \
-        --shell /usr/sbin/nologin hpcgw
-
-WORKDIR /opt/hpcgw
-# dependencies first: this layer is rebuilt only when pyproject.toml changes
-COPY pyproject.toml README.md ./
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install "setuptools>=69" \
-    && /opt/venv/bin/python -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))' >/tmp/requirements.txt \
-    && /opt/venv/bin/pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
-
-COPY alembic.ini ./
+WORKDIR /src
+COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY gateway ./gateway
 COPY consortium ./consortium
 COPY quotas ./quotas
 COPY schedulers ./schedulers
-# editable: the migrations (alembic/, alembic.ini) are found next to the packages
-# (gateway/migrations.py), so the code stays in /opt/hpcgw, read-only for the service user
-RUN /opt/venv/bin/pip install --no-deps --no-build-isolation -e . \
-    && /opt/venv/bin/python -m compileall -q /opt/hpcgw
+# The build backend (setuptools>=77, as pyproject.toml requires) in build's isolated environment.
+# The secret `build_ca` (optional): the authorities pip trusts here, e.g. the build host's bundle
+# behind an intercepting proxy (scripts/build-image.sh passes it); never part of an image.
+RUN --mount=type=secret,id=build_ca \
+    if [ -s /run/secrets/build_ca ]; then export PIP_CERT=/run/secrets/build_ca; fi \
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/pip install "pip>=24" "build>=1.2" \
+    && /opt/build/bin/python -m build --wheel --outdir /wheels . \
+    && /opt/build/bin/pip wheel --wheel-dir /wheels /wheels/hpcgw-*.whl
+
+FROM ${BASE}
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd --system --user-group --home-dir /var/lib/hpcgw --create-home \
+        --shell /usr/sbin/nologin hpcgw
+# installed from the builder's wheels only (--no-index): what was built is what runs
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-index --find-links /wheels hpcgw \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 USER hpcgw
+WORKDIR /var/lib/hpcgw
 ENV PATH=/opt/venv/bin:$PATH \
     HPCGW_HOST=0.0.0.0 \
     HPCGW_PORT=8000 \
@@ -47,8 +60,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 VOLUME /var/lib/hpcgw
 EXPOSE 8000
 
+# readiness, not liveness: a replica whose database does not answer is unhealthy
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HPCGW_PORT', '8000'), timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('HPCGW_PORT', '8000'), timeout=4)"]
 
 ENTRYPOINT ["hpcgw"]
 CMD ["serve"]

@@ -101,6 +101,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the web interface's language the person chose (None: the visitor's cookie, else French)
+    locale: Mapped[str | None] = mapped_column(String(8))
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", lazy="raise")
 
@@ -159,6 +161,22 @@ class ClusterIdentity(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # partitions the member may submit to on this cluster; None: all of them
     allowed_partitions: Mapped[list[str] | None] = mapped_column(JSON)
+    # removed: kept (its jobs and Slurm's accounting history refer to it), blocked in Slurm
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # an outbox: every change Slurm must follow (added, member suspended or reactivated,
+    # removed) bumps slurm_generation; provisioning records what it applied
+    slurm_generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    slurm_synced_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    slurm_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    slurm_error: Mapped[str | None] = mapped_column(String(500))
+
+    @property
+    def provisioning(self) -> str:
+        """"pending" until Slurm holds what the gateway wants; then "provisioned", or "removed"
+        (blocked in Slurm) once the identity is removed."""
+        if self.slurm_synced_generation < self.slurm_generation:
+            return "pending"
+        return "provisioned" if self.removed_at is None else "removed"
 
     member: Mapped[Member] = relationship(back_populates="identities", lazy="raise")
 

@@ -85,6 +85,13 @@ class IdentityOut(_Out):
     slurm_account: str
     ssh_key_ref: str
     allowed_partitions: list[str] | None
+    provisioning: Literal["provisioned", "pending", "removed"] = Field(
+        description="pending: the Slurm account, association or block is not in place yet "
+                    "(retried by the tracker and `hpcgw clusters sync`); removed: blocked in "
+                    "Slurm, its accounting history kept")
+    slurm_synced_at: datetime | None
+    slurm_error: str | None = Field(description="why the last provisioning attempt failed")
+    removed_at: datetime | None
 
 
 class MemberCreate(_In):

@@ -75,6 +75,7 @@ class Action(StrEnum):
     member_suspend = "member.suspend"
     member_reactivate = "member.reactivate"
     identity_add = "identity.add"
+    identity_remove = "identity.remove"
     membership_update = "membership.update"
     membership_remove = "membership.remove"
     project_create = "project.create"
@@ -106,6 +107,8 @@ class ClusterAccounts(Protocol):
     def name(self) -> str: ...
     @property
     def identities(self) -> Mapping[str, IdentityAccount]: ...
+    @property
+    def logs_in(self) -> bool: ...
     def partition(self, name: str) -> object | None: ...
 
 
@@ -197,6 +200,11 @@ def _check_identity(data: IdentityIn, clusters: Sequence[ClusterAccounts]) -> No
     if cluster is None:
         known = ", ".join(sorted(c.name for c in clusters))
         raise InvalidInput(f"no cluster '{data.cluster}' is configured (known: {known})")
+    unknown = [p for p in data.allowed_partitions or [] if cluster.partition(p) is None]
+    if unknown:
+        raise InvalidInput(f"cluster '{data.cluster}' has no partition {', '.join(unknown)}")
+    if not cluster.logs_in and not cluster.identities:
+        return  # the demo's local executor: every job runs as the gateway's own user
     account = cluster.identities.get(data.ssh_key_ref)
     if account is None:
         raise InvalidInput(f"cluster '{data.cluster}' has no identity '{data.ssh_key_ref}' in "
@@ -204,15 +212,16 @@ def _check_identity(data: IdentityIn, clusters: Sequence[ClusterAccounts]) -> No
     if account.unix_user != data.unix_user:
         raise InvalidInput(f"identity '{data.ssh_key_ref}' logs in as '{account.unix_user}', "
                            f"not '{data.unix_user}'")
-    unknown = [p for p in data.allowed_partitions or [] if cluster.partition(p) is None]
-    if unknown:
-        raise InvalidInput(f"cluster '{data.cluster}' has no partition {', '.join(unknown)}")
 
 
 def add_identity(session: Session, actor: Actor, member: Member, data: IdentityIn,
                  clusters: Sequence[ClusterAccounts], *,
                  context: RequestContext) -> ClusterIdentity:
-    """Give the member its own account on a cluster (admins). Accounts are never shared."""
+    """Give the member its own account on a cluster (admins). Accounts are never shared.
+
+    The identity starts pending: its Slurm account and association are created after the
+    commit (gateway.provisioning). Adding back a removed identity, the same account, restores
+    it (Slurm kept it, blocked)."""
     _require_admin(actor)
     _check_identity(data, clusters)
     taken = session.scalars(select(ClusterIdentity).where(
@@ -221,8 +230,21 @@ def add_identity(session: Session, actor: Actor, member: Member, data: IdentityI
         | (ClusterIdentity.unix_user == data.unix_user)
         | (ClusterIdentity.slurm_account == data.slurm_account),
     )).all()
-    if any(other.member_id == member.id for other in taken):
-        raise Conflict(f"member '{member.slug}' already has an identity on '{data.cluster}'")
+    own = next((other for other in taken if other.member_id == member.id), None)
+    if own is not None and own.removed_at is not None and len(taken) == 1 and (
+            own.unix_user, own.slurm_account) == (data.unix_user, data.slurm_account):
+        own.removed_at = None
+        own.ssh_key_ref, own.allowed_partitions = data.ssh_key_ref, data.allowed_partitions
+        own.slurm_generation += 1
+        session.flush()
+        audit.record(session, actor=actor, action=Action.identity_add, target_type="identity",
+                     target_id=own.id, member_id=member.id, context=context,
+                     details={**data.model_dump(), "restored": True})
+        return own
+    if own is not None:
+        removed = " (removed: add back the same account to restore it)" if own.removed_at else ""
+        raise Conflict(f"member '{member.slug}' already has an identity on '{data.cluster}'"
+                       + removed)
     if taken:
         raise Conflict(f"Unix user '{data.unix_user}' or Slurm account '{data.slurm_account}' "
                        f"on '{data.cluster}' belongs to another member: accounts are not shared")
@@ -232,6 +254,26 @@ def add_identity(session: Session, actor: Actor, member: Member, data: IdentityI
     audit.record(session, actor=actor, action=Action.identity_add, target_type="identity",
                  target_id=identity.id, member_id=member.id, context=context,
                  details=data.model_dump())  # the key's name only: the key is never here
+    return identity
+
+
+def remove_identity(session: Session, actor: Actor, member: Member, cluster: str, *,
+                    context: RequestContext) -> ClusterIdentity:
+    """Take the member's account on a cluster away (admins): no new job goes there, and its
+    Slurm association is blocked, never deleted (Slurm's accounting history and the jobs'
+    records keep referring to it). Removing it again changes nothing."""
+    _require_admin(actor)
+    identity = next((i for i in member.identities if i.cluster == cluster), None)
+    if identity is None:
+        raise NotFound(f"member '{member.slug}' has no identity on '{cluster}'")
+    if identity.removed_at is None:
+        identity.removed_at = utcnow()
+        identity.slurm_generation += 1
+        session.flush()
+        audit.record(session, actor=actor, action=Action.identity_remove,
+                     target_type="identity", target_id=identity.id, member_id=member.id,
+                     context=context, details={"cluster": cluster,
+                                               "slurm_account": identity.slurm_account})
     return identity
 
 
@@ -253,6 +295,8 @@ def update_member(session: Session, actor: Actor, member: Member, data: MemberUp
                      details={field: getattr(data, field) for field in changed})
     if data.status is not None and data.status != member.status:
         member.status = data.status
+        for identity in member.identities:  # Slurm blocks or unblocks them after the commit
+            identity.slurm_generation += 1
         action = (Action.member_suspend if data.status == MemberStatus.suspended
                   else Action.member_reactivate)
         audit.record(session, actor=actor, action=action, target_type="member",

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 from gateway.db import Database
 from quotas import backstop
@@ -17,34 +15,6 @@ from schedulers.config import ClusterConfig
 from schedulers.errors import SchedulerError
 from schedulers.models import AssociationLimits
 from schedulers.registry import build_accounting_sync
-
-if TYPE_CHECKING:
-    from schedulers.slurm_ssh.transport import Result
-
-
-@dataclass(frozen=True)
-class ShareUsage:
-    """`sshare` of an account: the billing-minutes Slurm has counted for it (GrpTRESRaw; our
-    clusters never decay or reset usage, so this is all usage since the account exists)."""
-
-    account: str
-
-    def argv(self) -> list[str]:
-        return ["sshare", "-n", "-P", "-A", self.account, "-o", "Account,User,GrpTRESRaw"]
-
-    def parse(self, result: Result) -> int | None:
-        from schedulers.slurm_ssh.commands import slurm_error
-
-        if result.status != 0:
-            raise slurm_error(result, command="sshare")
-        for line in result.out.splitlines():
-            account, _, rest = line.partition("|")
-            user, _, tres = rest.partition("|")
-            if account.strip() == self.account and not user.strip():
-                counts = dict(item.partition("=")[::2] for item in tres.split(",") if item)
-                billing = counts.get("billing")
-                return None if billing is None else int(float(billing))
-        return None
 
 
 class AccountingSink:
@@ -72,14 +42,8 @@ class AccountingSink:
         return limits.grp_billing_minutes if limits else None
 
     async def read_usage(self, account: str) -> int | None:
-        # AccountingSync has no usage read; the slurm_ssh one can run sshare as its admin
-        from schedulers.slurm_ssh.accounting import SlurmAccountingSync
-
-        if not isinstance(self.sync, SlurmAccountingSync):
-            return None
-        scheduler = self.sync.scheduler
         try:
-            return await scheduler.execute(scheduler.admin, ShareUsage(account))
+            return await self.sync.read_usage(account)
         except SchedulerError as exc:
             raise PushFailed(f"{account}: {exc.message}") from exc
 
@@ -96,9 +60,8 @@ async def limit_sinks(
                for name, (sync, scale) in syncs.items()}
     finally:
         for sync, _ in syncs.values():
-            close = getattr(sync, "close", None)  # not part of the AccountingSync interface
-            if close is not None:
-                await close()
+            if sync is not None:
+                await sync.close()
 
 
 async def push_limits(database: Database, clusters: Sequence[ClusterConfig], *,

@@ -30,10 +30,11 @@ from consortium.schemas import (
 )
 from gateway.auth.principal import principal_for_user
 from gateway.db import Database
+from gateway.demo_history import HISTORY, seed_history
 from gateway.settings import MIN_SECRET_LENGTH
 from quotas import service as quotas
 from quotas.models import AllocationKind
-from schedulers.config import BillingWeights, ClusterConfig, PartitionConfig
+from schedulers.config import BillingWeights, ClusterConfig, Hardware, PartitionConfig
 
 SIGNING_KEY_FILE = "secret_key"
 CREDENTIALS_FILE = "demo-credentials.json"
@@ -147,12 +148,15 @@ def local_cluster(data_dir: Path) -> ClusterConfig:
         partitions=[
             PartitionConfig(name="cpu", max_time_minutes=day, max_cpus_per_job=8,
                             max_mem_mb_per_job=16 * 1024,
-                            billing=BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625)),
+                            billing=BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625),
+                            hardware=Hardware(watts_per_core=12.0)),
             # a job that takes all the partition's CPUs or memory pays for its 4 GPUs: the
             # node is as busy as if it had taken them
             PartitionConfig(name="gpu", max_time_minutes=day, max_cpus_per_job=8,
                             max_gpus_per_job=4, max_mem_mb_per_job=128 * 1024,
-                            billing=BillingWeights(gpu=1.0, cpu=0.5, mem_gb=0.03125)),
+                            billing=BillingWeights(gpu=1.0, cpu=0.5, mem_gb=0.03125),
+                            # footprint figures (docs/sustainability.md): A100 SXM4 nodes
+                            hardware=Hardware(watts_per_core=12.0, gpu_model="a100-sxm4")),
         ],
     )
 
@@ -183,16 +187,19 @@ def seed(database: Database, data_dir: Path) -> list[Credential]:
             ), context=CLI_CONTEXT)
         logins.append(Credential(ADMIN_EMAIL, known[ADMIN_EMAIL], "admin", None))
         for spec in MEMBERS:
-            member = _ensure_member(session, spec)
+            member = _ensure_member(session, spec, local_cluster(data_dir))
             for person in spec.people:
                 _ensure_membership(session, member, person, known)
                 logins.append(Credential(person.email, known[person.email], person.role.value,
                                          spec.slug))
+            people = list(session.scalars(select(User).where(
+                User.email_normalized.in_([p.email.lower() for p in spec.people]))))
+            seed_history(session, member, people, local_cluster(data_dir), utcnow())
         _write_private(credentials_path, json.dumps(known, indent=2) + "\n")
     return logins
 
 
-def _ensure_member(session: Session, spec: MemberSeed) -> Member:
+def _ensure_member(session: Session, spec: MemberSeed, cluster: ClusterConfig) -> Member:
     try:
         member = service.get_member(session, ACTOR, spec.slug)
     except NotFound:
@@ -202,10 +209,11 @@ def _ensure_member(session: Session, spec: MemberSeed) -> Member:
         ), clusters=(), context=CLI_CONTEXT)
     if not any(identity.cluster == LOCAL_CLUSTER for identity in member.identities):
         account = unix_name(spec.slug)
-        # the local backend logs in as nobody: there is no configured identity to check against
+        # checked as the API and the CLI check it: the local cluster names no identity, its
+        # jobs run as the gateway's own user, so any key ref will do
         service.add_identity(session, ACTOR, member, IdentityIn(
             cluster=LOCAL_CLUSTER, unix_user=account, slurm_account=account, ssh_key_ref="local",
-        ), clusters=(), context=CLI_CONTEXT)
+        ), clusters=(cluster,), context=CLI_CONTEXT)
     for project in spec.projects:
         try:
             service.get_project(session, ACTOR, member, project.slug)
@@ -214,10 +222,11 @@ def _ensure_member(session: Session, spec: MemberSeed) -> Member:
                 slug=project.slug, name=project.name, domain=project.domain,
                 description=project.description,
             ), context=CLI_CONTEXT)
-    now = utcnow()
-    # the idempotency key makes the grant once-only, like everything else here
+    # begun before the demo's past jobs (gateway.demo_history); the idempotency key makes the
+    # grant once-only, like everything else here
+    starts = utcnow() - HISTORY
     quotas.grant(session, member_id=member.id, amount_msu=spec.grant_su * 1000,
-                 kind=AllocationKind.grant, starts_at=now, ends_at=now + GRANT_PERIOD,
+                 kind=AllocationKind.grant, starts_at=starts, ends_at=starts + GRANT_PERIOD,
                  actor=ACTOR, note="demo allocation", context=CLI_CONTEXT,
                  idempotency_key=f"demo-{spec.slug}")
     return member

@@ -3,7 +3,8 @@
 For the indexed reads of a few integers that every request of a hot path makes (the job read
 path's check, a kept caller's auth epoch), a hop to a worker thread costs more than the read.
 SQLite answers through its driver on a connection of its own (microseconds; waiting for a busy
-pool would stall the loop). PostgreSQL answers on an asyncio connection of its own (psycopg), in
+pool would stall the loop), which never waits on a lock (busy_timeout 0): a locked database
+fails the read at once. PostgreSQL answers on an asyncio connection of its own (psycopg), in
 autocommit, one read at a time: one round trip, with no pool checkout, pre-ping or transaction
 to end. A read that fails here raises LoopReadFailed and the caller reads the usual way.
 """
@@ -17,11 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from sqlalchemy import ClauseElement, Engine, PoolProxiedConnection
-from sqlalchemy.pool import SingletonThreadPool
+from sqlalchemy import ClauseElement
+from sqlalchemy.engine import make_url
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from gateway.db import Database, make_engine
+from gateway.db import Database
 
 CONNECT_TIMEOUT_SECONDS = 5
 APPLICATION_NAME = "hpcgw-loop-reads"  # how its connections show in pg_stat_activity
@@ -35,9 +36,9 @@ class LoopReads:
     def __init__(self, database: Database) -> None:
         self._dialect = database.engine.dialect
         self._compiled: dict[ClauseElement, SQLCompiler] = {}
-        self._sqlite = (make_engine(database.url, poolclass=SingletonThreadPool)
-                        if database.dialect == "sqlite" else None)
-        self._sqlite_connection: PoolProxiedConnection | None = None
+        self._sqlite_file = (make_url(database.url).database if database.dialect == "sqlite"
+                             else None)
+        self._sqlite_connection: sqlite3.Connection | None = None
         self._conninfo = database.engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False)
         self._pg: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
@@ -54,15 +55,18 @@ class LoopReads:
                 raise TypeError(f"not a SQL statement: {statement}")
             compiled = self._compiled[statement] = made
         parameters = parameters or {}
-        if self._sqlite is not None:
-            return self._sqlite_first(self._sqlite, compiled, parameters)
+        if self._sqlite_file is not None:
+            return self._sqlite_first(self._sqlite_file, compiled, parameters)
         return await self._pg_first(compiled, parameters)
 
-    def _sqlite_first(self, engine: Engine, compiled: SQLCompiler,
+    def _sqlite_first(self, file: str, compiled: SQLCompiler,
                       parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
         try:
             if self._sqlite_connection is None:
-                self._sqlite_connection = engine.raw_connection()
+                # autocommit: each read sees the latest commit and holds no lock after it
+                self._sqlite_connection = sqlite3.connect(
+                    file, timeout=0, isolation_level=None, check_same_thread=False)
+                self._sqlite_connection.execute("PRAGMA busy_timeout=0")
             cursor = self._sqlite_connection.cursor()
             try:
                 cursor.execute(compiled.string,
@@ -72,7 +76,8 @@ class LoopReads:
             finally:
                 cursor.close()
         except sqlite3.Error as exc:
-            self._close_sqlite()
+            if not _locked(exc):
+                self._close_sqlite()
             raise LoopReadFailed(str(exc)) from exc
 
     async def _pg_first(self, compiled: SQLCompiler,
@@ -107,5 +112,9 @@ class LoopReads:
     def close(self) -> None:
         self._close_pg()
         self._close_sqlite()
-        if self._sqlite is not None:
-            self._sqlite.dispose()
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: the connection is fine, the database is locked now."""
+    code = getattr(exc, "sqlite_errorcode", None)  # none from the driver's own (a closed one)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from alembic.config import Config
@@ -9,7 +10,10 @@ from sqlalchemy import Connection
 
 from alembic import command
 
-ROOT = Path(__file__).resolve().parent.parent
+# alembic.ini and alembic/: beside the packages in a checkout; in <prefix>/share/hpcgw where a
+# wheel installs them (pyproject.toml's data-files)
+_SOURCE = Path(__file__).resolve().parent.parent
+ROOT = _SOURCE if (_SOURCE / "alembic.ini").is_file() else Path(sys.prefix) / "share" / "hpcgw"
 
 
 def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:

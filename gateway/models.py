@@ -2,10 +2,12 @@
 
 from consortium import models as consortium_models
 from consortium.base import Base
+from gateway.jobs import cluster_status as cluster_status_models
 from gateway.jobs import models as jobs_models
 from gateway.webhooks import models as webhooks_models
 from quotas import models as quotas_models
 
 metadata = Base.metadata
 
-__all__ = ["consortium_models", "jobs_models", "metadata", "quotas_models", "webhooks_models"]
+__all__ = ["cluster_status_models", "consortium_models", "jobs_models", "metadata",
+           "quotas_models", "webhooks_models"]

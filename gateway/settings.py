@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from gateway.jobs.config import JobsSettings
+from gateway.secret_files import secret_files_source
 from gateway.webhooks.config import WebhookSettings
 from schedulers.config import ClusterConfig
 
@@ -49,6 +50,12 @@ class OidcSettings(BaseModel):
     leeway_seconds: int = 30
     # match on a verified email first, then on the subject stored on the user
     email_claim: str = "email"
+    # the web sign-in (authorization code with PKCE), offered when authorization_url is set;
+    # the ID token it returns is checked as a bearer token, so its audience is client_id
+    authorization_url: str | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
 
 
 class LoginThrottleSettings(BaseModel):
@@ -89,6 +96,8 @@ class Settings(BaseSettings):
     clusters: list[ClusterConfig] = Field(default_factory=list)
     jobs: JobsSettings = JobsSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    # the transparency report (/api/v1/reports/transparency, its page) without signing in
+    public_transparency_report: bool = False
 
     @classmethod
     def settings_customise_sources(
@@ -100,7 +109,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config = os.environ.get("HPCGW_CONFIG")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings,
+                                                     secret_files_source(settings_cls)]
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)

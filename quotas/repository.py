@@ -92,8 +92,10 @@ def add_entry(
     actor: Actor,
     reason: str = "",
     hold: Hold | None = None,
+    at: datetime | None = None,
 ) -> LedgerEntry:
-    """Append an entry; the caller moves the allocation's balance in the same transaction."""
+    """Append an entry; the caller moves the allocation's balance in the same transaction.
+    `at`: the time of the operation it records, when the caller was given one (else now)."""
     actor_name, actor_user_id = actor_fields(actor)
     entry = LedgerEntry(
         allocation_id=allocation.id,
@@ -110,6 +112,8 @@ def add_entry(
         reason=reason,
         idempotency_key=key,
     )
+    if at is not None:
+        entry.at = at
     session.add(entry)
     return entry
 
@@ -150,6 +154,13 @@ def month_of(column: ColumnExpressionArgument[datetime], dialect: str) -> Column
     if dialect == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM")
     return func.strftime("%Y-%m", column)
+
+
+def day_of(column: ColumnExpressionArgument[datetime], dialect: str) -> ColumnElement[str]:
+    """'YYYY-MM-DD' of a UTC timestamp column, on either database."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column)
 
 
 def ledger_query(member_id: int, *, kinds: Sequence[EntryKind] = (),

@@ -27,6 +27,7 @@ from consortium.errors import Conflict, InvalidInput, NotFound
 from consortium.models import Member, Project
 from quotas import backstop, repository, thresholds
 from quotas.errors import QuotaExceeded
+from quotas.metrics import QUOTA_HOLDS, QUOTA_REFUSALS, QUOTA_SETTLEMENTS
 from quotas.models import (
     Alert,
     Allocation,
@@ -154,6 +155,7 @@ def hold(
     chosen = _draw(session, allocations, member_id=job.member_id,
                    project_id=job.project_id, amount=amount, now=now)
     if isinstance(chosen, QuotaExceeded):
+        QUOTA_REFUSALS.labels(job.cluster).inc()
         raise chosen
     new = Hold(job_id=job.job_id, allocation_id=chosen.id, member_id=job.member_id,
                project_id=job.project_id, user_id=job.user_id, cluster=job.cluster,
@@ -162,7 +164,8 @@ def hold(
     session.add(new)
     chosen.held_msu += amount
     repository.add_entry(session, chosen, EntryKind.hold, -amount, key=f"hold:{job.job_id}",
-                         actor=actor, hold=new)
+                         actor=actor, hold=new, at=now)
+    QUOTA_HOLDS.labels(job.cluster).inc()
     if not new_job:
         session.flush()
     return new
@@ -223,7 +226,8 @@ def _release(session: Session, held: Hold, allocation: Allocation, *, actor: Act
              reason: str, now: datetime) -> None:
     allocation.held_msu -= held.amount_msu
     repository.add_entry(session, allocation, EntryKind.release, held.amount_msu,
-                         key=f"release:{held.job_id}", actor=actor, reason=reason, hold=held)
+                         key=f"release:{held.job_id}", actor=actor, reason=reason, hold=held,
+                         at=now)
     held.state = HoldState.released
     held.closed_at = now
 
@@ -280,10 +284,11 @@ def settle(
     charge = price(weights, allocated, elapsed_seconds)
     allocation.charged_msu += charge
     repository.add_entry(session, allocation, EntryKind.charge, -charge, key=f"charge:{job_id}",
-                         actor=actor, reason=f"job ended: {state}", hold=held)
+                         actor=actor, reason=f"job ended: {state}", hold=held, at=now)
     held.state = HoldState.settled
     held.charged_msu = charge
     held.closed_at = now
+    QUOTA_SETTLEMENTS.labels(held.cluster).inc()
     refund = 0
     if state in AUTO_REFUND_STATES and charge > 0:
         refund = charge
@@ -373,6 +378,7 @@ def close_hold(session: Session, job_id: str, *, actor: Actor = SYSTEM,
             _release(session, held, allocation, actor=actor, reason="settled", now=now)
         held.state = HoldState.settled
         held.closed_at = now
+        QUOTA_SETTLEMENTS.labels(held.cluster).inc()
         session.flush()
     return Settlement(held, held.charged_msu, held.refunded_msu)
 

@@ -99,6 +99,13 @@ def _lines(figures: dict[str, tuple[int, int]], labels: dict[str, str]) -> list[
             for key, (used, held) in sorted(figures.items())]
 
 
+def by_day(session: Session, report: UsageReport) -> dict[str, int]:
+    """Net used per UTC day ('YYYY-MM-DD') of the report's allocations: its by_month, finer."""
+    day = repository.day_of(LedgerEntry.at, session.get_bind().dialect.name)
+    figures = _breakdown(session, [a.id for a in report.allocations], day, None)
+    return {key: used for key, (used, _) in figures.items()}
+
+
 def report(session: Session, member_id: int, *, now: datetime | None = None) -> UsageReport:
     now = now or utcnow()
     allocations = repository.allocations_of(session, member_id, states=CURRENT_STATES)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from schedulers.config import ClusterConfig
+from schedulers.errors import SchedulerRejected
 from schedulers.models import (
     AccountingRecord,
     AssociationLimits,
+    ClusterStatus,
     FileEntry,
     FoundJob,
     Health,
@@ -32,24 +35,11 @@ def task_path(path: str, task: str | int) -> str:
     return f"{root}_{task}{ext}"
 
 
-class Staged:
-    """A submission prepared ahead of its job's commit (`Scheduler.stage`). This one prepares
-    nothing: `submit` is the scheduler's own."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-
-    async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:
-        """Submit `spec`, using what was prepared when it still fits."""
-        return await self.scheduler.submit(identity, spec)
-
-    def discard(self) -> None:
-        """Give up what was prepared (idempotent; harmless after submit)."""
-
-
 class Scheduler(ABC):
     # runs job arrays (JobSpec.resources.array); a backend that does not refuses them up front
     supports_arrays = False
+    # holds and releases queued jobs (a suspended member's); the others refuse both
+    supports_hold = False
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
@@ -60,13 +50,6 @@ class Scheduler(ABC):
 
     @abstractmethod
     async def submit(self, identity: Identity, spec: JobSpec) -> Submitted: ...
-
-    def stage(self, identity: Identity, spec: JobSpec) -> Staged:
-        """Start what a submission of `spec` (script and environment aside) can do before the
-        job is committed, without waiting for it. Nothing may reach the scheduler before
-        `Staged.submit`; a staged submission discarded, or lost with this process, submits
-        nothing."""
-        return Staged(self)
 
     @abstractmethod
     async def states(self, scheduler_ids: Sequence[str]) -> dict[str, JobStatus]:
@@ -108,8 +91,55 @@ class Scheduler(ABC):
     @abstractmethod
     async def health(self) -> Health: ...
 
+    async def status(self) -> ClusterStatus:
+        """The daemons the backend depends on; never raises (an error is a status)."""
+        found = await self.health()
+        return ClusterStatus(cluster=self.name, reachable=found.ok, slurmctld=None,
+                             slurmdbd=None, detail=found.detail)
+
+    def accounting_sync(self) -> AccountingSync | None:
+        """sacctmgr through this scheduler's connections; None: the backend has no Slurm
+        accounts to keep (the local one; a pyslurm gateway is an unprivileged user)."""
+        return None
+
+    async def hold(self, scheduler_ids: Sequence[str]) -> None:
+        """Keep queued jobs from starting until `release` (a suspended member's)."""
+        raise SchedulerRejected(f"the {self.config.backend} backend cannot hold jobs",
+                                cluster=self.name)
+
+    async def release(self, scheduler_ids: Sequence[str]) -> None:
+        raise SchedulerRejected(f"the {self.config.backend} backend cannot release jobs",
+                                cluster=self.name)
+
     async def close(self) -> None:  # noqa: B027 - backends without resources need nothing
         """Release connections and threads."""
+
+
+class Staged(Protocol):
+    """A submission prepared ahead of its job's commit (`StagesSubmissions.stage`)."""
+
+    async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:
+        """Submit `spec`, using what was prepared when it still fits (the scheduler's own
+        submit otherwise)."""
+        ...
+
+    def discard(self) -> None:
+        """Give up what was prepared (idempotent; harmless after submit)."""
+
+
+@runtime_checkable
+class StagesSubmissions(Protocol):
+    """An optional capability of a Scheduler: starting a submission before its job is
+    committed (slurm_ssh starts `sbatch` over SSH, waiting for its script). It exists for the
+    submit latency floor of bench/jobs.py: the commit and the remote command's start overlap.
+    Backends without it are submitted with `Scheduler.submit` after the commit."""
+
+    def stage(self, identity: Identity, spec: JobSpec) -> Staged | None:
+        """Start what a submission of `spec` (script and environment aside) can do, without
+        waiting for it; None when nothing can be staged. Nothing may reach the scheduler
+        before `Staged.submit`; a staged submission discarded, or lost with this process,
+        submits nothing."""
+        ...
 
 
 class AccountingSync(ABC):
@@ -125,3 +155,10 @@ class AccountingSync(ABC):
     @abstractmethod
     async def set_limits(self, limits: AssociationLimits) -> AssociationLimits:
         """Apply, read back and return what Slurm now holds."""
+
+    @abstractmethod
+    async def read_usage(self, account: str) -> int | None:
+        """The billing-minutes Slurm has counted for the account; None when it counts none."""
+
+    async def close(self) -> None:  # noqa: B027 - a sync without resources needs nothing
+        """Release connections."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -34,11 +35,26 @@ class BillingWeights(_Strict):
 
 
 class Hardware(_Strict):
-    """Green Algorithms figures of a partition's nodes."""
+    """Green Algorithms figures of a partition's nodes (docs/sustainability.md: the model, the
+    defaults and their sources). A partition without them has its jobs "not estimated"."""
 
-    watts_per_core: float = Field(12.0, ge=0)
-    watts_per_gpu: float = Field(300.0, ge=0)
-    watts_per_gb_mem: float = Field(0.3725, ge=0)
+    watts_per_core: float = Field(ge=0)  # per physical core (a CPU is a thread, cpus_per_core)
+    watts_per_gb_mem: float = Field(0.3725, ge=0)  # per GiB allocated, used or not
+    gpu_model: str | None = None  # a key of the cluster's gpu_watts; None: GPU jobs unestimated
+    # the CPUs of one node: a job allocated all of its nodes' CPUs had them to itself, so
+    # Slurm's node-level energy counter measured that job alone; None: never taken as measured
+    cpus_per_node: int | None = Field(None, ge=1)
+    # what the site's AcctGatherEnergyType counts: the whole node (ipmi, pm_counters) or CPU
+    # sockets and DRAM only (rapl), which misses the GPUs: a GPU job's is then estimated
+    energy_counter: Literal["node", "cpu_memory"] = "node"
+
+
+# board power (W) of common training GPUs, from their makers' datasheets; "any" is Green
+# Algorithms' generic GPU
+GPU_WATTS = {
+    "a100-sxm4": 400.0, "a100-pcie-40gb": 250.0, "a100-pcie-80gb": 300.0,
+    "h100-sxm5": 700.0, "h100-pcie": 350.0, "mi250x": 560.0, "any": 200.0,
+}
 
 
 class PartitionConfig(_Strict):
@@ -61,7 +77,7 @@ class PartitionConfig(_Strict):
     # resources this partition gives away on purpose (their weight stays 0). Under MAX_TRES a
     # weight left at 0 lets a job take all of that resource for the price of the others.
     unpriced: tuple[Resource, ...] = ()
-    hardware: Hardware = Hardware()
+    hardware: Hardware | None = None
 
     @model_validator(mode="after")
     def _check_prices(self) -> Self:
@@ -89,6 +105,23 @@ class IdentityConfig(_Strict):
     key_file: Path
 
 
+class MaintenanceWindow(_Strict):
+    """A declared outage: submissions wait for its end instead of being tried (docs/jobs.md)."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str = Field("maintenance", max_length=200)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError("a maintenance window ends after it starts")
+        return self
+
+    def covers(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+
 class ClusterConfig(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     backend: Literal["slurm_ssh", "local", "pyslurm"]
@@ -104,9 +137,13 @@ class ClusterConfig(_Strict):
     # Slurm's billing TRES for a rate of 1 SU/h: TRESBillingWeights are our weights times this.
     # Slurm truncates billing to an integer, so weights in SU would bill small jobs as 0.
     slurm_billing_scale: int = Field(1000, ge=1)
-    pue: float = Field(1.4, ge=1.0)
-    carbon_intensity_g_per_kwh: float = Field(32.0, ge=0)  # France's grid, direct emissions
+    # the footprint's figures (docs/sustainability.md gives the sources): the site's PUE, the
+    # grid's carbon intensity with its scope and year, board power per GPU model
+    pue: float = Field(1.56, ge=1.0)
+    carbon_intensity_g_per_kwh: float = Field(21.7, ge=0)
     carbon_scope: Literal["direct", "lifecycle"] = "direct"
+    carbon_year: int = Field(2024, ge=1990, le=2100)
+    gpu_watts: dict[str, float] = Field(default_factory=lambda: dict(GPU_WATTS))
     connect_timeout: float = Field(10.0, gt=0)
     command_timeout: float = Field(30.0, gt=0)
     pool_size: int = Field(4, ge=1, le=64)
@@ -115,6 +152,10 @@ class ClusterConfig(_Strict):
     # local backend: where job directories live and how many CPU slots run at once
     local_root: Path | None = None
     cpu_slots: int = Field(2, ge=1)
+    # a submission that finds the cluster unreachable fails (503), or waits for it (`queue`)
+    # unless it says otherwise; during a maintenance window it waits unless it says `fail`
+    when_unavailable: Literal["fail", "queue"] = "fail"
+    maintenance: list[MaintenanceWindow] = []
 
     @model_validator(mode="after")
     def _check_backend(self) -> Self:
@@ -129,5 +170,25 @@ class ClusterConfig(_Strict):
             raise ValueError("partition names must be unique")
         return self
 
+    @model_validator(mode="after")
+    def _check_gpu_models(self) -> Self:
+        unknown = sorted({p.hardware.gpu_model for p in self.partitions if p.hardware
+                          and p.hardware.gpu_model and p.hardware.gpu_model not in self.gpu_watts})
+        if unknown:
+            raise ValueError(f"gpu_model {', '.join(unknown)} has no figure in gpu_watts "
+                             f"(known: {', '.join(sorted(self.gpu_watts))})")
+        return self
+
     def partition(self, name: str) -> PartitionConfig | None:
         return next((p for p in self.partitions if p.name == name), None)
+
+    @property
+    def logs_in(self) -> bool:
+        """Whether members' identities are logins (their key ref names one of `identities`);
+        the local backend runs every job as the gateway's own user."""
+        return self.backend != "local"
+
+    def maintenance_at(self, at: datetime) -> MaintenanceWindow | None:
+        """The declared maintenance window `at` falls in (the latest ending, if several)."""
+        windows = [w for w in self.maintenance if w.covers(at)]
+        return max(windows, key=lambda w: w.end) if windows else None

@@ -149,6 +149,17 @@ class Health(_Frozen):
     latency_ms: float
 
 
+class ClusterStatus(_Frozen):
+    """The cluster's daemons as one probe found them; None: not checked (unreachable, or the
+    backend has no such daemon)."""
+
+    cluster: str
+    reachable: bool  # the gateway got an answer (SSH and a command ran)
+    slurmctld: bool | None
+    slurmdbd: bool | None
+    detail: str
+
+
 class AssociationLimits(_Frozen):
     """What the gateway keeps in Slurm's accounting for a member's account."""
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - every check of hpcgw, as CI runs it (.ci/run): installs what the tests need,
-# brings up PostgreSQL and the local Slurm test cluster, then runs ruff, mypy, `alembic check`
-# on a fresh SQLite and a fresh PostgreSQL database, and pytest on SQLite then on PostgreSQL.
+# brings up PostgreSQL and the local Slurm test cluster, then runs ruff, mypy, lint-imports,
+# `alembic check` on a fresh SQLite and a fresh PostgreSQL database, and pytest on SQLite then on
+# PostgreSQL.
 #
 # Usage (as root, on Debian 12 or 13, from anywhere in a clone): scripts/test.sh [PYTEST ARGS]
 #   Extra arguments go to both pytest runs (e.g. `scripts/test.sh tests/cli -x`).
@@ -16,7 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 VENV=$ROOT/.venv
 STAMP=$VENV/.hpcgw-installed # "<extras> <sha256 of pyproject.toml>" of the last pip install
-DEBIAN_PACKAGES=(python3 python3-venv python3-pip chromium)
+DEBIAN_PACKAGES=(python3 python3-venv python3-pip chromium wrk)
 export PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
 
 T_START=$EPOCHREALTIME
@@ -128,10 +129,26 @@ setup "Python environment (.venv)" python_environment
 
 phase "ruff check" "$VENV/bin/ruff" check .
 phase "mypy (strict)" "$VENV/bin/mypy"
+phase "lint-imports (package contracts)" "$VENV/bin/lint-imports"
 phase "alembic check, SQLite" alembic_check_sqlite
 phase "alembic check, PostgreSQL" alembic_check_postgresql
-phase "pytest, SQLite" env HPCGW_TEST_DB=sqlite "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
-phase "pytest, PostgreSQL" env HPCGW_TEST_DB=postgresql "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+# The tests that need no cluster run on two xdist workers; the cluster's run one at a time, as
+# some stop its daemons or change its accounts' limits, which would upset a neighbour's jobs.
+# pytest's exit code 5 (nothing selected, e.g. for a path holding only one kind) is not a failure.
+pytest_on() { # pytest_on sqlite|postgresql [PYTEST ARGS]
+  local db=$1 rc=0 code
+  shift
+  HPCGW_TEST_DB=$db "$VENV/bin/python" -m pytest -p no:cacheprovider -n 2 -m "not slurm" "$@"
+  code=$?
+  ((code == 0 || code == 5)) || rc=1
+  HPCGW_TEST_DB=$db "$VENV/bin/python" -m pytest -p no:cacheprovider -m slurm "$@"
+  code=$?
+  ((code == 0 || code == 5)) || rc=1
+  return "$rc"
+}
+
+phase "pytest, SQLite" pytest_on sqlite "$@"
+phase "pytest, PostgreSQL" pytest_on postgresql "$@"
 
 summary
 ((FAILED == 0))

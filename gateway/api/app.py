@@ -10,32 +10,34 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 
 from gateway.api.errors import PROBLEM_JSON, Problem, install_error_handlers, problem_types
-from gateway.api.job_reads import JobReadPath, JobReads
 from gateway.api.middleware import BodyGuard, RequestIdMiddleware
 from gateway.api.routes import (
     audit,
     auth,
+    clusters,
     invitations,
     jobs,
     members,
     ops,
     quotas,
+    reports,
     templates,
     tokens,
     webhooks,
 )
-from gateway.auth.credentials import Credentials
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.oidc import OidcVerifier
 from gateway.db import Database
 from gateway.jobs.clusters import Clusters
+from gateway.jobs.reads import JobReads
 from gateway.jobs.runtime import build_schedulers, close_schedulers, jobs_runtime
 from gateway.jobs.service import JobService
 from gateway.loop_reads import LoopReads
+from gateway.provisioning import install as install_provisioning
 from gateway.settings import Settings
-from gateway.ui import routes as ui
+from gateway.ui.router import install_ui
 from gateway.webhooks.delivery import webhooks_runtime
 from schedulers.base import Scheduler
 
@@ -54,7 +56,11 @@ TAGS = [
                                            "invitation."},
     {"name": "templates", "description": "Admin-approved job scripts with typed parameters."},
     {"name": "webhooks", "description": "A project's job events POSTed to its own URL, signed."},
+    {"name": "clusters", "description": "The clusters: partitions, limits, rates, and their "
+                                        "health as the trackers last saw it."},
     {"name": "audit", "description": "Who did what, for whom, from where."},
+    {"name": "reports", "description": "Energy and carbon of the consortium; the public "
+                                       "transparency report."},
     {"name": "operations", "description": "Health, readiness and metrics of the gateway."},
 ]
 
@@ -69,12 +75,15 @@ def create_app(settings: Settings, database: Database | None = None,
     db = database or Database(settings.effective_database_url)
     # one scheduler per cluster (a test hands in its own); the jobs' trackers run in lifespan
     backends = dict(schedulers) if schedulers is not None else build_schedulers(settings)
-    credentials = Credentials()
     loop_reads = LoopReads(db)
-    reads = JobReads(db, settings, credentials, loop_reads)
+    # one JWKS cache per app, shared by the request threads
+    oidc = OidcVerifier(settings.oidc) if settings.oidc else None
+    authenticator = Authenticator(db, settings, loop_reads, oidc)
+    reads = JobReads(db, loop_reads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_provisioning()  # the trackers retry pending provisioning
         async with (jobs_runtime(settings, db, backends),
                     webhooks_runtime(settings, db, worker=settings.webhooks.worker_in_serve)):
             yield
@@ -89,7 +98,7 @@ def create_app(settings: Settings, database: Database | None = None,
         version="0.1.0",
         summary="Job-submission gateway of the Montpellier AI consortium",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by gateway.ui.docs, from the gateway's own files
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True},
         openapi_tags=TAGS,
@@ -103,25 +112,24 @@ def create_app(settings: Settings, database: Database | None = None,
     app.state.settings = settings
     app.state.database = db
     app.state.job_reads = reads
-    app.state.credentials = credentials
+    app.state.authenticator = authenticator
+    app.state.oidc = oidc  # its JWKS cache also checks the pages' OIDC sign-in
     app.state.loop_reads = loop_reads
     app.state.schedulers = backends
     app.state.jobs = JobService(db, Clusters(settings.clusters, backends), settings.jobs)
-    # one JWKS cache per app, shared by the request threads
-    app.state.oidc = OidcVerifier(settings.oidc) if settings.oidc else None
     install_error_handlers(app)
-    # innermost: whatever reads a body (the routes) reads it through the guard's cap
-    app.add_middleware(BodyGuard, settings=settings, database=db, credentials=credentials)
-    # inside RequestIdMiddleware: the reads it answers get their request id and access log too
-    app.add_middleware(JobReadPath, reads=reads)
-    app.add_middleware(RequestIdMiddleware)
-
+    # Routes are matched in the order included, one after another: the API before the pages,
+    # and the jobs first, whose GET /jobs/{id} clients poll (the pages' ~40 routes, tried first,
+    # cost a poll more than the rest of its route). No two routers' paths overlap.
     app.include_router(ops.router)
-    for module in (auth, tokens, members, invitations, quotas, jobs, templates, audit,
-                   webhooks):
+    for module in (jobs, auth, tokens, members, invitations, quotas, templates, audit,
+                   webhooks, clusters, reports):
         app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(ui.router)
-    app.mount(ui.STATIC_PATH, StaticFiles(directory=ui.STATIC_DIR), name="ui-static")
+    install_ui(app, settings)  # its CSRF guard innermost, inside the body cap
+    # inside it all but the CSRF guard: whatever reads a body (the routes) reads it through
+    # the guard's cap
+    app.add_middleware(BodyGuard, settings=settings, authenticator=authenticator)
+    app.add_middleware(RequestIdMiddleware)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from typing import Annotated, TypeVar
@@ -17,14 +16,14 @@ from sqlalchemy.orm import Session
 
 from consortium.audit import RequestContext
 from consortium.authz import Principal
-from consortium.base import utcnow
-from consortium.tokens import token_hash
-from gateway.auth.credentials import EPOCH, Credentials
-from gateway.auth.principal import authenticate, bearer_token
+from consortium.errors import Unauthenticated
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.principal import bearer_token
 from gateway.db import Database
+from gateway.jobs.reads import JobReads
 from gateway.jobs.service import JobService
-from gateway.loop_reads import LoopReadFailed, LoopReads
 from gateway.settings import Settings
+from schedulers.base import Scheduler
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 T = TypeVar("T")
@@ -52,7 +51,7 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 # until the pool's timeout: 500s. So these sessions are admitted by a limiter that requests wait
 # on in the event loop, holding neither thread nor connection, and it admits one fewer than the
 # pool holds. That last connection is for the work that takes and gives back its connection
-# within a single thread (DetachedPrincipal, Reader, JobService, the trackers and workers): a
+# within a single thread (the authenticator, Reader, JobService, the trackers and workers): a
 # thread of theirs waiting for a connection never waits on one that waits for a thread.
 _session_slots: RunVar[WeakKeyDictionary[Database, anyio.CapacityLimiter]] = RunVar(
     "hpcgw_session_slots"
@@ -108,18 +107,32 @@ def get_session(
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+def _from_trusted_proxy(peer: str | None, settings: Settings) -> bool:
+    if not peer or not settings.trusted_proxies:
+        return False
+    try:
+        return any(ip_address(peer) in ip_network(n) for n in settings.trusted_proxies)
+    except ValueError:
+        return False
+
+
 def client_address(request: Request, settings: Settings) -> str | None:
     """The client's address; X-Forwarded-For is believed only from a configured proxy."""
     peer = request.client.host if request.client else None
     forwarded = request.headers.get("x-forwarded-for")
-    if peer and forwarded and settings.trusted_proxies:
-        try:
-            trusted = any(ip_address(peer) in ip_network(n) for n in settings.trusted_proxies)
-        except ValueError:
-            trusted = False
-        if trusted:
-            return forwarded.split(",")[-1].strip() or peer
+    if forwarded and _from_trusted_proxy(peer, settings):
+        return forwarded.split(",")[-1].strip() or peer
     return peer
+
+
+def is_https(request: Request, settings: Settings) -> bool:
+    """Whether the client reached us over TLS; X-Forwarded-Proto is believed only from a
+    configured proxy (which terminates TLS in front of the gateway)."""
+    if request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client else None
+    proto = request.headers.get("x-forwarded-proto", "")
+    return _from_trusted_proxy(peer, settings) and proto.split(",")[-1].strip() == "https"
 
 
 async def get_context(request: Request, settings: SettingsDep) -> RequestContext:
@@ -133,7 +146,7 @@ ContextDep = Annotated[RequestContext, Depends(get_context)]
 
 
 # Declared for OpenAPI only (the lock in /docs, "Authorize" with the password flow, and the
-# security requirement schema-driven fuzzers read); authenticate() reads the header itself.
+# security requirement schema-driven fuzzers read); get_caller() reads the header itself.
 _login_scheme = OAuth2PasswordBearer(
     tokenUrl="/api/v1/auth/token", scheme_name="login", auto_error=False,
     description="email and password for a short-lived session token",
@@ -144,23 +157,25 @@ _token_scheme = HTTPBearer(
 )
 
 
-def get_principal(
+async def get_caller(
     request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
     _login: Annotated[str | None, Depends(_login_scheme)],
     _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
 ) -> Principal:
-    return authenticate(request, session, settings)
+    """The caller of the request's bearer token (gateway.auth.authenticator). It holds no
+    connection or lock afterwards, so an async route may await a cluster with it."""
+    credential = bearer_token(request.headers.get("authorization", ""))
+    if credential is None:
+        raise Unauthenticated("a bearer token is required")
+    authenticator: Authenticator = request.app.state.authenticator
+    return await authenticator.caller(credential)
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+Caller = Annotated[Principal, Depends(get_caller)]
 
 
-def get_optional_principal(
+async def get_optional_caller(
     request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
     _login: Annotated[str | None, Depends(_login_scheme)],
     _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
 ) -> Principal | None:
@@ -168,49 +183,10 @@ def get_optional_principal(
     header; a credential that is presented must be valid (401 otherwise)."""
     if "authorization" not in request.headers:
         return None
-    return authenticate(request, session, settings)
+    return await get_caller(request, _login, _token)
 
 
-OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
-
-
-async def get_principal_detached(
-    request: Request,
-    database: DatabaseDep,
-    settings: SettingsDep,
-    _login: Annotated[str | None, Depends(_login_scheme)],
-    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
-) -> Principal:
-    """For async routes that wait on a cluster: authenticated in a short transaction of its own,
-    in a worker thread, so that no connection or lock is held while the route awaits. A caller
-    whose principal is kept (gateway.auth.credentials) and current costs one read of the auth
-    epoch, on the event loop."""
-    credentials: Credentials = request.app.state.credentials
-    loop_reads: LoopReads = request.app.state.loop_reads
-    token = bearer_token(request.headers.get("authorization", ""))
-    key = token_hash(token) if token else None
-    if key is not None:
-        with contextlib.suppress(LoopReadFailed):
-            row = await loop_reads.first(EPOCH)
-            kept = credentials.get(key, row[0]) if row else None
-            if kept is not None:
-                return kept
-
-    def run() -> Principal:
-        now = utcnow()
-        with database.transaction(write=False) as session:
-            epoch = session.scalars(EPOCH).one()  # first: the principal is no older than it
-            kept = credentials.get(key, epoch) if key else None
-            if kept is not None:
-                return kept
-            principal = authenticate(request, session, settings)
-        if key is not None:
-            credentials.put(key, principal, epoch, read_at=now)
-        return principal
-    return await anyio.to_thread.run_sync(run)
-
-
-DetachedPrincipal = Annotated[Principal, Depends(get_principal_detached)]
+OptionalCaller = Annotated[Principal | None, Depends(get_optional_caller)]
 
 
 # Threads of a process that run reads at once. Reads are short and mostly CPU (SQLAlchemy, the
@@ -232,33 +208,25 @@ def read_threads() -> anyio.CapacityLimiter:
 
 @dataclass(frozen=True)
 class Reader:
-    """A read route's whole database work: authentication and reads in one short read
-    transaction, in one worker thread. One thread hop per request instead of one per sync
-    dependency, and the pool connection is taken and given back within that hop (a session held
-    across hops can starve the pool when every worker thread waits for a connection)."""
+    """A read route's database work: one short read transaction in one worker thread. One
+    thread hop per request instead of one per sync dependency, and the pool connection is
+    taken and given back within that hop (a session held across hops can starve the pool
+    when every worker thread waits for a connection)."""
 
-    request: Request
     database: Database
-    settings: Settings
 
-    async def __call__(self, read: Callable[[Session, Principal], T]) -> T:
+    async def __call__(self, read: Callable[[Session], T]) -> T:
         def run() -> T:
             with self.database.transaction(write=False) as session:
-                return read(session, authenticate(self.request, session, self.settings))
+                return read(session)
         return await anyio.to_thread.run_sync(run, limiter=read_threads())
 
 
-async def get_reader(
-    request: Request,
-    database: DatabaseDep,
-    settings: SettingsDep,
-    _login: Annotated[str | None, Depends(_login_scheme)],
-    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
-) -> Reader:
-    return Reader(request, database, settings)
+async def get_reader(database: DatabaseDep) -> Reader:
+    return Reader(database)
 
 
-AuthenticatedRead = Annotated[Reader, Depends(get_reader)]
+ReaderDep = Annotated[Reader, Depends(get_reader)]
 
 
 async def get_jobs(request: Request) -> JobService:
@@ -267,3 +235,20 @@ async def get_jobs(request: Request) -> JobService:
 
 
 JobServiceDep = Annotated[JobService, Depends(get_jobs)]
+
+
+async def get_schedulers(request: Request) -> Mapping[str, Scheduler]:
+    schedulers: Mapping[str, Scheduler] = request.app.state.schedulers
+    return schedulers
+
+
+# the configured clusters' backends, shared with the job service and the trackers
+SchedulersDep = Annotated[Mapping[str, Scheduler], Depends(get_schedulers)]
+
+
+async def get_job_reads(request: Request) -> JobReads:
+    reads: JobReads = request.app.state.job_reads
+    return reads
+
+
+JobReadsDep = Annotated[JobReads, Depends(get_job_reads)]

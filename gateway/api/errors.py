@@ -13,11 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from consortium import errors as domain
+from consortium.service import InvitationGone
+from gateway.jobs import errors as jobs
 from gateway.logging import log, loggable_path
+from quotas.errors import QuotaExceeded
 
 PROBLEM_JSON = "application/problem+json"
 
-# Domain error class -> HTTP status. The most specific class wins (MRO order).
+# The one table from a domain's error class to its HTTP status; its problem type is
+# `/problems/{code}` of the class. The most specific class wins (MRO order).
 STATUS_OF: dict[type[domain.DomainError], int] = {
     domain.NotFound: 404,
     domain.PermissionDenied: 403,
@@ -25,12 +29,14 @@ STATUS_OF: dict[type[domain.DomainError], int] = {
     domain.InvalidInput: 422,
     domain.Unauthenticated: 401,
     domain.Throttled: 429,
+    # an invitation that was used, revoked or has expired is gone for good: 410, not 404
+    InvitationGone: 410,
+    QuotaExceeded: 403,
+    jobs.ClusterUnavailable: 503,
+    jobs.ClusterTimeout: 504,
+    jobs.SubmissionRejected: 422,
+    jobs.FileTooLarge: 413,
 }
-
-
-def register_status(error: type[domain.DomainError], status: int) -> None:
-    """Other domains (quotas, jobs, schedulers) add their classes to the table."""
-    STATUS_OF[error] = status
 
 
 class Problem(BaseModel):
@@ -153,8 +159,7 @@ def _subclasses(cls: type[domain.DomainError]) -> list[type[domain.DomainError]]
 
 
 def problem_types() -> dict[int, dict[str, str]]:
-    """Status -> {problem type: title} of every refusal the API can send, read from the table
-    (so it is complete once the routes have registered their statuses)."""
+    """Status -> {problem type: title} of every refusal the API can send, read from the table."""
     types: dict[int, dict[str, str]] = {}
     for status, urls in _HTTP_TYPES.items():
         types.setdefault(status, {}).update(dict.fromkeys(urls, HTTPStatus(status).phrase))

@@ -40,7 +40,7 @@ JOB_DETAIL: dict[str, Any] = {
     "refund_msu": None, "created_at": _AT, "submitted_at": _AT,
     "started_at": "2026-03-02T09:16:02Z", "ended_at": None, "elapsed_seconds": None,
     "exit_code": None, "signal": None, "pending_reason": None, "pending_reason_text": None,
-    "detail": None, "cancel_requested": False,
+    "detail": None, "wait_until": None, "cancel_requested": False,
     "allocated": {"nodes": 1, "cpus": 1, "gpus": 2, "mem_mb": 32768, "node_list": "gpu01"},
     "energy": {"kwh": None, "source": None, "carbon_g": None}, "array": None, "tasks": None,
     "script": SCRIPT,

@@ -1,5 +1,6 @@
 """The app's middleware, as plain ASGI (no BaseHTTPMiddleware: it buffers and costs time): request
-id and access log; bodies capped, and writes authenticated, before a body is read."""
+id, access log and request metrics; bodies capped, and writes authenticated, before a body is
+read."""
 
 from __future__ import annotations
 
@@ -10,27 +11,38 @@ import secrets
 import time
 
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consortium.errors import DomainError, Unauthenticated
-from consortium.tokens import token_hash
-from gateway.api.deps import get_principal_detached
+from gateway import metrics
 from gateway.api.errors import problem_response
-from gateway.auth.credentials import Credentials
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import bearer_token
-from gateway.db import Database
 from gateway.logging import log, loggable_path
 from gateway.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
+_VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 # Made ids: random per process, then a counter. They need to be unique, not unpredictable, and
 # reading the system's randomness on every request cost more than the rest of this middleware.
 _ID_PREFIX = f"{secrets.token_hex(4)}{os.getpid():x}"
 _ID_SEQUENCE = itertools.count(1)
+
+
+def route_template(fastapi_scope: dict[str, object]) -> str:
+    """The path template of the route that answered (`/api/v1/jobs/{job_id}`), never the path
+    itself: a metric label must take few values. FastAPI keeps the whole template (the router's
+    prefix included; the route object knows only `/jobs/{job_id}`) in its part of the scope,
+    where its own telemetry reads it; that dict is made here, before the app runs, so that the
+    copies of the scope some middleware make (asgi-csrf) share it."""
+    selected = fastapi_scope.get("effective_route_context")
+    template = getattr(selected, "path_format", None)
+    if template:
+        return str(template)
+    return metrics.UNMATCHED
 
 
 class RequestIdMiddleware:
@@ -44,12 +56,18 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next(
-            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
-        )
-        request_id = (incoming if _VALID_ID.match(incoming)
-                      else f"{_ID_PREFIX}-{next(_ID_SEQUENCE):x}")
+        incoming = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value
+                break
+        if _VALID_ID.fullmatch(incoming):
+            request_id = incoming.decode("latin-1")
+        else:
+            request_id = f"{_ID_PREFIX}-{next(_ID_SEQUENCE):x}"
+            incoming = request_id.encode("latin-1")
         scope.setdefault("state", {})["request_id"] = request_id
+        fastapi_scope = scope.setdefault("fastapi", {})
         started = time.perf_counter()
         status = 500
 
@@ -57,20 +75,24 @@ class RequestIdMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                # a new list: the answer's own may be a Response's, sent again elsewhere
+                message["headers"] = [*message.get("headers", ()), (_ID_HEADER, incoming)]
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
             log.info(
                 "request",
                 method=scope["method"],
                 path=loggable_path(scope["path"]),
                 status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
+                ms=round(elapsed * 1000, 2),
             )
+            metrics.observe_request(scope["method"], route_template(fastapi_scope),
+                                    status, elapsed)
             structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -102,10 +124,9 @@ class BodyGuard:
     without one (chunked) is counted as the app reads it and stopped with a 413 at the first
     byte over. Before the body of a write to the API is read, its bearer token is checked: FastAPI
     reads and parses a route's body before it runs any dependency, so the authentication of the
-    route comes too late to spare the parse. A token is let through when a principal is kept for
-    it (gateway.auth.credentials: good within the last minute; no database read, so the hot
-    submit path pays nothing) and is otherwise authenticated here through the routes' own
-    detached authentication, which keeps the principal for the route's dependency. The route
+    route comes too late to spare the parse. A token is let through when the authenticator knows
+    it (good within the last minute; no database read, so the hot submit path pays nothing) and
+    is otherwise authenticated here, which keeps the principal for the route's dependency. The route
     still authorizes the request as before: this check only decides whether its body is read.
     A write without a body is left to the route (nothing to spare).
 
@@ -114,12 +135,11 @@ class BodyGuard:
     answer replaced), and it answers in plain text, not problem+json.
     """
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, database: Database,
-                 credentials: Credentials) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings,
+                 authenticator: Authenticator) -> None:
         self.app = app
         self.settings = settings
-        self.database = database
-        self.credentials = credentials
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,6 +169,9 @@ class BodyGuard:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
+        if not has_body:  # nothing to count (most requests: GETs)
+            await self.app(scope, receive, send)
+            return
         received = 0
 
         async def counted() -> Message:
@@ -169,9 +192,8 @@ class BodyGuard:
         try:
             if token is None:
                 raise Unauthenticated("a bearer token is required")
-            if not self.credentials.known(token_hash(token)):
-                await get_principal_detached(request, self.database, self.settings,
-                                             _login=None, _token=None)
+            if not self.authenticator.known(token):
+                await self.authenticator.caller(token)
         except DomainError as exc:
             handler = request.app.exception_handlers[DomainError]
             response: ASGIApp = await handler(request, exc)

@@ -1,17 +1,18 @@
-"""From a request's credentials to a Principal (the caller, its roles and its scopes).
+"""From a credential to a Principal (the caller, its roles and its scopes), read in a session.
 
-Three kinds of bearer token: personal access tokens (`hpcgw_pat_...`), the gateway's own
+Three kinds of credential: personal access tokens (`hpcgw_pat_...`), the gateway's own
 session JWTs, and, when configured, an external OIDC provider's JWTs. The two JWT kinds are
 told apart by their (unverified) `iss` claim only to pick the verifier; each verifier then
-checks everything with its own keys and algorithms, never trusting the token's header.
+checks everything with its own keys and algorithms, never trusting the token's header. Callers
+authenticate through gateway.auth.authenticator, which keeps what is read here.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import jwt
-from fastapi import Request
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -32,13 +33,6 @@ def bearer_token(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
-
-
-def _bearer(request: Request) -> str:
-    token = bearer_token(request.headers.get("authorization", ""))
-    if token is None:
-        raise Unauthenticated("a bearer token is required")
-    return token
 
 
 # The user and its roles in one query, one row per membership in an active member (a suspended
@@ -75,10 +69,20 @@ def _principal(session: Session, user_id: int, unknown: str, **credential: objec
     )
 
 
-def _pat_principal(session: Session, presented: str) -> Principal:
+class PrincipalRead(NamedTuple):
+    """A principal, and until when it may be used without being read again: its credential's
+    expiry or, for a PAT, the next stamp of its last use (None: no limit of its own)."""
+
+    principal: Principal
+    good_until: datetime | None
+
+
+def _pat_principal(session: Session, presented: str) -> PrincipalRead:
     now = utcnow()
     token = tokens.check_personal_token(session, presented, now)
-    if tokens.needs_last_used_update(token, now):
+    last_used = token.last_used_at
+    if last_used is None or tokens.needs_last_used_update(token, now):
+        last_used = now  # stamped now, or retried by the next read
         try:
             with session.begin_nested():
                 tokens.record_last_used(session, token, now)
@@ -86,11 +90,13 @@ def _pat_principal(session: Session, presented: str) -> Principal:
             # a usage timestamp never fails a request (SQLite may refuse to turn a reading
             # transaction into a writing one under concurrent writes); next use retries
             log.warning("token last_used_at not recorded", token_id=token.id, error=str(exc))
-    return _principal(
+    principal = _principal(
         session, token.user_id, "invalid access token", scopes=tokens.token_scopes(token),
         token_member_id=token.member_id, via="pat", token_id=token.id,
         expires_at=token.expires_at,
     )
+    next_stamp = last_used + tokens.LAST_USED_RESOLUTION
+    return PrincipalRead(principal, min(next_stamp, token.expires_at or next_stamp))
 
 
 def _unverified_issuer(token: str) -> object:
@@ -100,18 +106,19 @@ def _unverified_issuer(token: str) -> object:
         raise Unauthenticated("malformed access token") from exc
 
 
-def authenticate(request: Request, session: Session, settings: Settings) -> Principal:
-    token = _bearer(request)
+def read_principal(session: Session, token: str, settings: Settings,
+                   oidc: OidcVerifier | None) -> PrincipalRead:
+    """The principal of `token`; Unauthenticated when it is not good."""
     if token.startswith(tokens.PAT_PREFIX):
         return _pat_principal(session, token)
     issuer = _unverified_issuer(token)
     if issuer == ISSUER:
         user_id, expires_at = verify_access_token(settings, token)
-        return _principal(session, user_id, "invalid or expired access token",
-                          expires_at=expires_at)
-    oidc: OidcVerifier | None = getattr(request.app.state, "oidc", None)
+        return PrincipalRead(_principal(session, user_id, "invalid or expired access token",
+                                        expires_at=expires_at), expires_at)
     if oidc is not None and issuer == oidc.issuer:
         claims = oidc.verify(token)
-        return principal_for_user(session, oidc.user_for(session, claims), via="oidc",
-                                  expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC))
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        return PrincipalRead(principal_for_user(session, oidc.user_for(session, claims),
+                                                via="oidc", expires_at=expires_at), expires_at)
     raise Unauthenticated("token from an unknown issuer")

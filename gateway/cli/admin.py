@@ -1,7 +1,10 @@
-"""`hpcgw admin`: the consortium's administration from the gateway host.
+"""`hpcgw admin`: the consortium's administration.
 
-Each command opens the configured database, calls the consortium service as the actor "cli"
-(whoever runs it holds the database's credentials already) and is audited like an API call.
+Over the API by default, as the person logged in (gateway.cli.admin_mode); with `--local`, on
+the gateway host: the command opens the configured database and calls the same service
+functions as the API, as the operating-system user ("os:root"), whoever holds the database's
+credentials already. Either way the change is audited, and Slurm follows it after the commit
+(gateway.provisioning).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -21,19 +24,27 @@ from sqlalchemy.orm import Session
 from consortium import service
 from consortium.audit import CLI_CONTEXT
 from consortium.errors import DomainError
-from consortium.models import MemberKind, MemberStatus, Outcome, Role
+from consortium.models import Domain, MemberKind, MemberStatus, Outcome, Role
 from consortium.schemas import (
     AuditFilter,
+    IdentityIn,
     InvitationCreate,
     MemberCreate,
+    MemberOut,
     MemberUpdate,
+    ProjectCreate,
+    ProjectOut,
     UserCreate,
 )
+from gateway.cli.admin_mode import MODE, local_actor, needs_local, remote
+from gateway.cli.client import API
+from gateway.cli.clusters import provision_here
+from gateway.cli.output import ProfileOption
 from gateway.cli.runtime import console, fail, load_settings
 from gateway.db import Database
 from gateway.settings import Settings
 
-ACTOR = "cli"
+ACTOR = local_actor()
 M = TypeVar("M", bound=BaseModel)
 
 admin_app = typer.Typer(help="Consortium administration: members, users, invitations, audit.",
@@ -41,8 +52,32 @@ admin_app = typer.Typer(help="Consortium administration: members, users, invitat
 member_app = typer.Typer(help="Members (organisations) and their cluster identities.",
                          no_args_is_help=True)
 user_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+identity_app = typer.Typer(help="A member's own accounts on the clusters.",
+                            no_args_is_help=True)
+project_app = typer.Typer(help="Members' projects.", no_args_is_help=True)
 admin_app.add_typer(member_app, name="member")
+member_app.add_typer(identity_app, name="identity")
+admin_app.add_typer(project_app, name="project")
 admin_app.add_typer(user_app, name="user")
+
+
+@admin_app.callback()
+def admin_options(
+    local: Annotated[bool, typer.Option(
+        "--local", help="Use the database of this host (the gateway's), audited as the "
+                        "operating-system user: for the first administrator and emergencies."
+    )] = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Consortium administration, over the API as the person logged in (`hpcgw login`)."""
+    MODE.local, MODE.profile = local, profile
+
+
+def _print_identities(member: dict[str, Any]) -> None:
+    for i in member["identities"]:
+        error = f" ({escape(i['slurm_error'])})" if i["slurm_error"] else ""
+        console.print(f"{i['cluster']}: account {i['slurm_account']} {i['provisioning']}"
+                      f"{error}", highlight=False)
 
 
 @contextmanager
@@ -104,22 +139,38 @@ def member_create(
     """Onboard a member with its own account on each cluster."""
     data = _parse(MemberCreate, slug=slug, name=name, kind=kind, contact_name=contact_name,
                   contact_email=contact_email, identities=[_identity(i) for i in identity or []])
+    if not MODE.local:
+        with remote() as client:
+            created = client.call("POST", f"{API}/members", json=data.model_dump(mode="json"))
+        clusters = ", ".join(i["cluster"] for i in created["identities"]) or "no cluster yet"
+        console.print(f"member {slug} created ({clusters})", highlight=False)
+        _print_identities(created)
+        return
     with _session(write=True) as (session, settings):
         member = service.create_member(session, ACTOR, data, settings.clusters,
                                        context=CLI_CONTEXT)
         clusters = ", ".join(i.cluster for i in member.identities) or "no cluster yet"
-    console.print(f"member {member.slug} created ({clusters})", highlight=False)
+        member_id = member.id
+    console.print(f"member {slug} created ({clusters})", highlight=False)
+    if data.identities:
+        provision_here(settings, member_ids=[member_id])
 
 
 @member_app.command("list")
 def member_list() -> None:
     """Every member, its status and its clusters."""
     table = Table("slug", "name", "kind", "status", "clusters")
-    with _session(write=False) as (session, _):
-        for member in service.list_members(session, ACTOR):
-            table.add_row(member.slug, escape(member.name), member.kind.value,
-                          _status(member.status),
-                          ", ".join(f"{i.cluster} ({i.unix_user})" for i in member.identities))
+    if not MODE.local:
+        with remote() as client:
+            members = [MemberOut.model_validate(m) for m in client.call("GET", f"{API}/members")]
+    else:
+        with _session(write=False) as (session, _):
+            members = [MemberOut.model_validate(m) for m in service.list_members(session, ACTOR)]
+    for member in members:
+        table.add_row(member.slug, escape(member.name), member.kind.value,
+                      _status(member.status),
+                      ", ".join(f"{i.cluster} ({i.unix_user}, {i.provisioning})"
+                                for i in member.identities))
     console.print(table)
 
 
@@ -130,6 +181,7 @@ def _status(status: MemberStatus) -> str:
 @member_app.command("show")
 def member_show(slug: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
     """A member: contact, cluster identities, users and projects."""
+    needs_local("member show")
     with _session(write=False) as (session, _):
         member = service.get_member(session, ACTOR, slug)
         users = service.list_member_users(session, ACTOR, member)
@@ -152,23 +204,119 @@ def member_show(slug: Annotated[str, typer.Argument(help="The member's slug.")])
 
 
 def _set_status(slug: str, status: MemberStatus) -> None:
-    with _session(write=True) as (session, _):
+    if not MODE.local:
+        with remote() as client:
+            member = client.call("PATCH", f"{API}/members/{slug}",
+                                 json={"status": status.value})
+        console.print(f"member {slug} is {status.value}", highlight=False)
+        _print_identities(member)
+        return
+    with _session(write=True) as (session, settings):
         member = service.get_member(session, ACTOR, slug)
         service.update_member(session, ACTOR, member, MemberUpdate(status=status),
                               context=CLI_CONTEXT)
+        member_id = member.id
     console.print(f"member {slug} is {status.value}", highlight=False)
+    provision_here(settings, member_ids=[member_id])
 
 
 @member_app.command("suspend")
 def member_suspend(slug: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
-    """Suspend a member: its people lose every right at once (their next request)."""
+    """Suspend a member: its people lose every right at once (their next request), its Slurm
+    associations take no new job, its queued jobs are held (or cancelled: jobs.suspended_jobs)."""
     _set_status(slug, MemberStatus.suspended)
 
 
 @member_app.command("reactivate")
 def member_reactivate(slug: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
-    """Give a suspended member its rights back."""
+    """Give a suspended member its rights back; its associations and held jobs are released."""
     _set_status(slug, MemberStatus.active)
+
+
+@identity_app.command("add")
+def identity_add(
+    member: Annotated[str, typer.Argument(help="The member's slug.")],
+    spec: Annotated[str, typer.Argument(help="CLUSTER:UNIX_USER:SLURM_ACCOUNT:KEY_REF")],
+    partition: Annotated[list[str] | None, typer.Option(
+        help="A partition it may use (repeat; default: all).")] = None,
+) -> None:
+    """Give the member its own account on a cluster, and create it in Slurm (its account, the
+    association of its Unix user, the ledger's limit)."""
+    data = _parse(IdentityIn, **_identity(spec), allowed_partitions=partition)
+    if not MODE.local:
+        with remote() as client:
+            made = client.call("POST", f"{API}/members/{member}/identities",
+                               json=data.model_dump(mode="json"))
+        _print_identities({"identities": [made]})
+        return
+    with _session(write=True) as (session, settings):
+        found = service.get_member(session, ACTOR, member)
+        service.add_identity(session, ACTOR, found, data, settings.clusters,
+                             context=CLI_CONTEXT)
+        member_id = found.id
+    provision_here(settings, member_ids=[member_id])
+
+
+@identity_app.command("remove")
+def identity_remove(
+    member: Annotated[str, typer.Argument(help="The member's slug.")],
+    cluster: Annotated[str, typer.Argument(help="The cluster's name.")],
+) -> None:
+    """Take the member's account on a cluster away: blocked in Slurm, never deleted (its
+    accounting history stays)."""
+    if not MODE.local:
+        with remote() as client:
+            gone = client.call("DELETE", f"{API}/members/{member}/identities/{cluster}")
+        _print_identities({"identities": [gone]})
+        return
+    with _session(write=True) as (session, settings):
+        found = service.get_member(session, ACTOR, member)
+        service.remove_identity(session, ACTOR, found, cluster, context=CLI_CONTEXT)
+        member_id = found.id
+    provision_here(settings, member_ids=[member_id])
+
+
+# --- projects ------------------------------------------------------------------------------
+
+
+@project_app.command("create")
+def project_create(
+    member: Annotated[str, typer.Argument(help="The member's slug.")],
+    slug: Annotated[str, typer.Argument(help="The project's slug.")],
+    *,
+    name: Annotated[str, typer.Option(help="The project's name.")],
+    domain: Annotated[Domain, typer.Option(help="Its use-case domain.")],
+    description: Annotated[str, typer.Option(help="What it is for.")] = "",
+) -> None:
+    """Create a project of a member."""
+    data = _parse(ProjectCreate, slug=slug, name=name, domain=domain, description=description)
+    if not MODE.local:
+        with remote() as client:
+            client.call("POST", f"{API}/members/{member}/projects",
+                        json=data.model_dump(mode="json"))
+    else:
+        with _session(write=True) as (session, _):
+            found = service.get_member(session, ACTOR, member)
+            service.create_project(session, ACTOR, found, data, context=CLI_CONTEXT)
+    console.print(f"project {member}/{slug} created", highlight=False)
+
+
+@project_app.command("list")
+def project_list(member: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
+    """A member's projects."""
+    if not MODE.local:
+        with remote() as client:
+            projects = [ProjectOut.model_validate(p)
+                        for p in client.call("GET", f"{API}/members/{member}/projects")]
+    else:
+        with _session(write=False) as (session, _):
+            found = service.get_member(session, ACTOR, member)
+            projects = [ProjectOut.model_validate(p)
+                        for p in service.list_projects(session, ACTOR, found)]
+    table = Table("id", "slug", "name", "domain", "status")
+    for p in projects:
+        table.add_row(str(p.id), p.slug, escape(p.name), p.domain.value, p.status.value)
+    console.print(table)
 
 
 # --- invitations ---------------------------------------------------------------------------
@@ -182,6 +330,7 @@ def invite(
 ) -> None:
     """Invite someone to a member (by default its manager). The link goes by mail when SMTP is
     configured; otherwise it is printed here, to be passed on. It works once."""
+    needs_local("invite")
     data = _parse(InvitationCreate, email=email, role=role)
     with _session(write=True) as (session, settings):
         target = service.get_member(session, ACTOR, member)
@@ -208,6 +357,7 @@ def invite(
 @user_app.command("list")
 def user_list() -> None:
     """Every account, its flags and its memberships."""
+    needs_local("user list")
     table = Table("id", "email", "name", "admin", "active", "memberships")
     with _session(write=False) as (session, _):
         slugs = {m.id: m.slug for m in service.list_members(session, ACTOR)}
@@ -229,6 +379,7 @@ def user_create(
         help="At least 12 characters, hard to guess (asked for when not given).")] = "",
 ) -> None:
     """Create an account with no membership (people of members come through invitations)."""
+    needs_local("user create")
     data = _parse(UserCreate, email=email, name=name, password=password, is_admin=admin)
     with _session(write=True) as (session, _):
         user = service.create_user(session, ACTOR, data, context=CLI_CONTEXT)
@@ -242,6 +393,7 @@ def user_set_admin(
     revoke: Annotated[bool, typer.Option("--revoke", help="Take the flag away.")] = False,
 ) -> None:
     """Make an account a consortium administrator (or no longer, with --revoke)."""
+    needs_local("user set-admin")
     with _session(write=True) as (session, _):
         user = service.set_admin(session, ACTOR, email, not revoke, context=CLI_CONTEXT)
     console.print(f"user {user.email} is {'an' if user.is_admin else 'not an'} administrator",
@@ -251,6 +403,7 @@ def user_set_admin(
 @user_app.command("deactivate")
 def user_deactivate(email: Annotated[str, typer.Argument(help="The account's email.")]) -> None:
     """Disable an account: every credential of it stops working at once."""
+    needs_local("user deactivate")
     with _session(write=True) as (session, _):
         user = service.deactivate_user(session, ACTOR, email, context=CLI_CONTEXT)
     console.print(f"user {user.email} is deactivated", highlight=False)
@@ -273,6 +426,7 @@ def audit(
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
 ) -> None:
     """The audit trail, newest first."""
+    needs_local("audit")
     filters = AuditFilter(member=member, actor=actor, action=action, outcome=outcome,
                           since=_when(since, "--since"), until=_when(until, "--until"))
     table = Table("id", "at (UTC)", "actor", "action", "outcome", "member", "target", "details")

@@ -1,16 +1,23 @@
-"""`hpcgw clusters check`: can the gateway reach each configured cluster right now?"""
+"""`hpcgw clusters check`: can the gateway reach each configured cluster right now?
+`hpcgw clusters sync`: apply the members' pending identity changes to Slurm now."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.runtime import console, load_settings
+from gateway.db import Database
+from gateway.settings import Settings
 from schedulers.config import ClusterConfig
 from schedulers.models import Health
+
+if TYPE_CHECKING:
+    from gateway.provisioning import Provisioned
 
 clusters_app = typer.Typer(help="The configured clusters.", no_args_is_help=True)
 
@@ -54,3 +61,39 @@ async def _check(config: ClusterConfig) -> Health:
     except Exception as exc:  # noqa: BLE001 - any failure is this cluster being down
         return Health(cluster=config.name, ok=False, latency_ms=0.0,
                       detail=f"{type(exc).__name__}: {exc}")
+
+
+def provision_here(settings: Settings, *, member_ids: list[int] | None = None,
+                   cluster: str | None = None) -> list[Provisioned]:
+    """Provisioning from this host, with schedulers of its own (what the API does after its
+    commit, and each tracker retries); each identity's outcome printed."""
+    from gateway.jobs.runtime import build_schedulers, close_schedulers
+    from gateway.provisioning import provision
+
+    async def run() -> list[Provisioned]:
+        schedulers = build_schedulers(settings)
+        database = Database(settings.effective_database_url)
+        try:
+            return await provision(database, settings, schedulers, member_ids=member_ids,
+                                   cluster=cluster)
+        finally:
+            await close_schedulers(schedulers)
+            database.dispose()
+
+    done = asyncio.run(run())
+    for line in done:
+        console.print(f"{line.cluster}: account {line.account} {line.state} "
+                      f"({escape(line.detail)})", highlight=False)
+    return done
+
+
+@clusters_app.command()
+def sync(cluster: Annotated[str | None, typer.Argument(
+        help="Only this cluster (default: all).")] = None) -> None:
+    """Create, block or unblock in Slurm what members' identities are waiting for (the
+    trackers retry it too); exit 1 if any is still pending."""
+    done = provision_here(load_settings(), cluster=cluster)
+    if not done:
+        console.print("nothing pending")
+    if any(line.state == "pending" for line in done):
+        raise typer.Exit(1)

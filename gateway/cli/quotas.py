@@ -1,7 +1,8 @@
 """`hpcgw admin allocation|ledger|quotas`: grant hours, verify the books, keep Slurm in step.
 
-Each command opens its own database from the settings and pushes Slurm limits only after its
-transaction has committed.
+`allocation grant|adjust` go over the API as the person logged in, like the rest of `hpcgw
+admin` (gateway.cli.admin_mode); with `--local`, and for the other commands, each opens its own
+database from the settings and pushes Slurm limits only after its transaction has committed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from consortium.errors import DomainError
 from consortium.mail import SmtpConfig
 from consortium.models import Member, Project
 from gateway.backstop import limit_sinks, push_limits
+from gateway.cli.admin_mode import MODE, local_actor, needs_local, remote
+from gateway.cli.client import API
 from gateway.cli.runtime import console, fail, load_settings
 from gateway.db import Database
 from gateway.settings import Settings
@@ -111,8 +114,17 @@ def grant(
     note: Annotated[str, typer.Option(help="Why (kept on the allocation and its entry).")] = "",
 ) -> None:
     """Grant hours to a member, then push its Slurm limit."""
-    settings, database = _database()
     amount, overdraft = _su(su, "--su"), _su(overdraft_su, "--overdraft-su")
+    if not MODE.local:
+        with remote() as client:
+            made = client.call("POST", f"{API}/members/{member}/allocations", json={
+                "amount_msu": amount, "kind": kind.value, "overdraft_msu": overdraft,
+                "ends_at": _utc(ends).isoformat(), "project": project, "note": note,
+                **({"starts_at": _utc(starts).isoformat()} if starts else {})})
+        console.print(f"allocation #{made['id']}: {format_su(amount)} ({kind.value}) for "
+                      f"{member}", highlight=False)
+        return
+    settings, database = _database()
     try:
         with database.transaction() as session:
             found = session.scalar(select(Member).where(Member.slug == member))
@@ -127,7 +139,8 @@ def grant(
             allocation = service.grant(
                 session, member_id=found.id, amount_msu=amount, kind=kind,
                 starts_at=_utc(starts) if starts else datetime.now(UTC), ends_at=_utc(ends),
-                project_id=project_id, overdraft_msu=overdraft, note=note, actor="cli")
+                project_id=project_id, overdraft_msu=overdraft, note=note,
+                actor=local_actor())
             summary = (f"allocation #{allocation.id}: {format_su(amount)} ({kind.value}) for "
                        f"{member}, {allocation.starts_at:%Y-%m-%d %H:%M} to "
                        f"{allocation.ends_at:%Y-%m-%d %H:%M} UTC")
@@ -139,9 +152,43 @@ def grant(
     database.dispose()
 
 
+@allocation_app.command("adjust")
+def adjust(
+    member: Annotated[str, typer.Argument(help="The member's slug.")],
+    allocation: Annotated[int, typer.Argument(help="The allocation's id.")],
+    *,
+    su: Annotated[str, typer.Option("--su", help="SU to add; negative takes hours back.")],
+    reason: Annotated[str, typer.Option(help="Why (kept on the ledger entry).")],
+) -> None:
+    """Correct an allocation's granted hours up or down, then push the member's Slurm limit."""
+    amount = _su(su, "--su")
+    if not MODE.local:
+        with remote() as client:
+            client.call("POST", f"{API}/members/{member}/allocations/{allocation}/adjustments",
+                        json={"amount_msu": amount, "reason": reason})
+    else:
+        settings, database = _database()
+        try:
+            with database.transaction() as session:
+                found = session.scalar(select(Member).where(Member.slug == member))
+                if found is None:
+                    fail(f"no member '{member}'")
+                member_id = found.id
+                service.adjust(session, member_id=member_id, allocation_id=allocation,
+                               amount_msu=amount, reason=reason, actor=local_actor())
+        except DomainError as exc:
+            fail(exc.detail)
+        _report_pushes(asyncio.run(push_limits(database, settings.clusters,
+                                               member_ids=[member_id])))
+        database.dispose()
+    console.print(f"allocation #{allocation} of {member} adjusted by {format_su(amount)}",
+                  highlight=False)
+
+
 @ledger_app.command()
 def verify() -> None:
     """Recompute every balance from the ledger's entries; exit 1 on any difference."""
+    needs_local("ledger verify")
     _, database = _database()
     with database.session() as session:
         drifts = ledger.verify(session)
@@ -167,9 +214,10 @@ def sync(
 ) -> None:
     """End allocation periods (settling, closing with expire entries), fire and mail alerts,
     and push pending Slurm limits. Run it periodically (e.g. every 10 minutes)."""
+    needs_local("quotas sync")
     settings, database = _database()
     with database.transaction() as session:
-        moved = service.advance_periods(session, actor="cli")
+        moved = service.advance_periods(session, actor=local_actor())
         fired = service.refresh_alerts(session)
         summary = (f"{len(moved)} allocation(s) moved on "
                    f"({', '.join(f'#{a.id} {a.state.value}' for a in moved) or 'none'}); "
@@ -193,6 +241,7 @@ def drift(margin: MarginOption = str(DEFAULT_MARGIN)) -> None:
     slurm_billing_scale per SU). Exit 1 when a limit differs or a cluster cannot be read.
     Slurm's usage runs ahead of the ledger by what running jobs have used so far; more than
     that is work that bypassed the gateway."""
+    needs_local("quotas drift")
     settings, database = _database()
     lines = asyncio.run(_drift(database, settings, _margin(margin)))
     database.dispose()

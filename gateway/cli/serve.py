@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.supervisors import Multiprocess
 
-from gateway import migrations
+from gateway import metrics, migrations
 from gateway.cli.runtime import fail, first_line, load_settings
 from gateway.logging import configure_logging
 from gateway.settings import Settings
@@ -65,6 +65,7 @@ def run(settings: Settings, *, workers: int = 1) -> None:
     else:
         # each worker process builds its app from the same environment this one validated
         target = "gateway.cli.serve:app_from_environment"
+        metrics.prepare_multiprocess(settings.data_dir)  # /metrics sums the workers
     config = uvicorn.Config(
         target,
         factory=workers > 1,

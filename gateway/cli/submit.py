@@ -10,6 +10,7 @@ import json
 import re
 import time
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,11 @@ _HUMAN_TIME = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
 ENDED = frozenset({"completed", "failed", "cancelled", "timeout", "out_of_memory", "node_fail",
                    "submit_failed"})
 POLL_SECONDS = 1.0
+
+
+class WhenUnavailable(StrEnum):
+    fail = "fail"
+    queue = "queue"
 
 
 def minutes(text: str) -> int:
@@ -126,6 +132,12 @@ def submit(
         "--dry-run", "--test-only", help="The quote only: nothing is submitted.")] = False,
     idempotency_key: Annotated[str | None, typer.Option(
         help="Retry-safe key (default: one per invocation).")] = None,
+    when_unavailable: Annotated[WhenUnavailable | None, typer.Option(
+        help="If the cluster cannot be reached: fail, or queue (the job waits, its quota "
+        "held, and is sent once the cluster answers). Default: the cluster's setting, queue "
+        "during a declared maintenance window.")] = None,
+    max_wait: Annotated[str | None, typer.Option(
+        help="With queue: how long the job may wait before it fails (as --time).")] = None,
     profile: ProfileOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -140,6 +152,10 @@ def submit(
     if mem is not None:  # sbatch's --mem is per node; the API's mem_mb is the whole job's
         given["mem_mb"] = mebibytes(mem) * (nodes or script_nodes)
     body["resources"] = {k: v for k, v in given.items() if v is not None}
+    if when_unavailable is not None:
+        body["when_unavailable"] = when_unavailable.value
+    if max_wait is not None:
+        body["max_wait_minutes"] = minutes(max_wait)
     with gateway(profile) as client:
         with spinner("quoting"):
             quote = client.call("POST", f"{API}/jobs/quote", json=body)
@@ -158,7 +174,8 @@ def submit(
                               headers={"Idempotency-Key": key})
         if not json_:
             typer.echo(f"Submitted job {job['id']}"
-                       + (f" (Slurm {job['scheduler_id']})" if job.get("scheduler_id") else ""))
+                       + (f" (Slurm {job['scheduler_id']})" if job.get("scheduler_id") else "")
+                       + (f": {waiting_text(job)}" if job["state"] == "waiting" else ""))
         if wait:
             job = follow(client, job["id"], quiet=json_)
         if json_:
@@ -195,9 +212,18 @@ def state_line(job: dict[str, Any]) -> str:
         line += " (" + ", ".join(f"{n} {s}" for s, n in sorted(job["tasks"].items())) + ")"
     if job.get("pending_reason_text") and job["state"] == "pending":
         line += f", {job['pending_reason_text']}"
+    if job["state"] == "waiting":
+        line += f", {waiting_text(job)}"
     if job.get("elapsed_seconds") is not None:
         line += f", {duration(job['elapsed_seconds'])}"
     return line
+
+
+def waiting_text(job: dict[str, Any]) -> str:
+    """What a `waiting` job waits for, and until when at most."""
+    text = job.get("detail") or "waiting for the cluster"
+    until = job.get("wait_until")  # ISO 8601 in UTC
+    return text + (f", at most until {until[:16].replace('T', ' ')} UTC" if until else "")
 
 
 def follow(client: Gateway, job_id: str, *, quiet: bool) -> dict[str, Any]:

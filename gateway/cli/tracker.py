@@ -7,6 +7,7 @@ from typing import Annotated
 
 import anyio
 import typer
+from prometheus_client import start_http_server
 
 from gateway.cli.runtime import console, fail, load_settings
 from gateway.cli.serve import require_schema_at_head
@@ -15,6 +16,7 @@ from gateway.jobs.clusters import Clusters
 from gateway.jobs.runtime import build_schedulers, close_schedulers, seed
 from gateway.jobs.tracker import ClusterTracker, run_trackers
 from gateway.logging import configure_logging
+from gateway.provisioning import install as install_provisioning
 from gateway.settings import Settings
 from gateway.webhooks.delivery import webhooks_runtime
 from gateway.webhooks.service import install as install_webhooks
@@ -23,6 +25,9 @@ from gateway.webhooks.service import install as install_webhooks
 def tracker_command(
     once: Annotated[bool, typer.Option(
         "--once", help="One cycle per cluster, a summary, and exit.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve this process's Prometheus metrics (tracker cycles, SSH, quotas, webhooks) "
+             "on this port, at any path.")] = None,
 ) -> None:
     """Follow every job of every configured cluster to its end (one tracker per cluster across
     replicas) and send the webhooks. Runs until SIGINT/SIGTERM; `hpcgw serve` runs the same
@@ -32,6 +37,9 @@ def tracker_command(
     require_schema_at_head(settings)
     if not settings.clusters:
         fail("no cluster is configured (see `clusters` in `hpcgw config show`)")
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=settings.host)
+    install_provisioning()
     anyio.run(_track_once if once else _track, settings)
 
 

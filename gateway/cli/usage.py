@@ -17,10 +17,15 @@ def usage(
     profile: ProfileOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Allocated, used, held and available SU; the burn rate and when it runs out."""
+    """Allocated, used, held and available SU; the burn rate and when it runs out; energy and
+    carbon, measured or estimated."""
     with gateway(profile) as client:
         slug = member_slug(client, member)
         report: dict[str, Any] = client.call("GET", f"{API}/members/{slug}/usage")
+        # energy and carbon over the same current allocations
+        since = min((a["starts_at"] for a in report["allocations"]), default=None)
+        report["footprint"] = client.call("GET", f"{API}/members/{slug}/footprint",
+                                          params={"since": since} if since else None)
     if json_:
         emit_json(report)
         return
@@ -34,7 +39,29 @@ def usage(
             (p["projected_exhaustion"] or "-")[:10],
             {True: "yes", False: "no", None: "-"}[p["before_period_end"]])
            for p in report["pace"]])
+    _footprint(report["footprint"])
     if report["by_project"]:
         table(("PROJECT", "USED_SU", "HELD_SU"),
               [(line["label"] or line["key"], line["used"]["su"], line["held"]["su"])
                for line in report["by_project"]])
+
+
+LABELS = {"measured": "measured by Slurm", "estimated": "estimated (Green Algorithms)",
+          "partly_measured": "partly measured, partly estimated",
+          "not_estimated": "no figure (partition without hardware figures)"}
+
+
+def _footprint(found: dict[str, Any]) -> None:
+    """Energy and carbon with their label: an estimate never reads as a measurement."""
+    total = found["total"]
+    energy, carbon, eq = total["energy_kwh"], total["carbon_g"], total["equivalents"]
+    typer.echo(f"energy {energy['total']} kWh (measured {energy['measured']}, estimated "
+               f"{energy['estimated']}), carbon {carbon['total']} gCO2e: "
+               f"{LABELS[total['label']]}; about {eq['car_km']} km by car, "
+               f"{eq['household_hours']} h of a household's electricity")
+    if found["breakdowns"]["month"]:
+        table(("MONTH", "JOBS", "KWH", "GCO2E", "FIGURES"),
+              [(line["key"], line["footprint"]["jobs"],
+                line["footprint"]["energy_kwh"]["total"],
+                line["footprint"]["carbon_g"]["total"], line["footprint"]["label"])
+               for line in found["breakdowns"]["month"]])

@@ -21,7 +21,6 @@ from gateway.jobs.errors import JobInputInvalid, TooManyActiveJobs
 from gateway.jobs.models import ACTIVE_STATES, Job
 from gateway.jobs.resolve import Resolved, resolve, resolve_rendered
 from gateway.jobs.schemas import JobCreate, ResourcesIn
-from gateway.webhooks import service as webhooks
 from quotas.rates import Amounts
 from schedulers.config import PartitionConfig
 
@@ -53,8 +52,7 @@ def amounts_of(res: ResourcesIn, partition: PartitionConfig) -> Amounts:
 
 # Built once, with bind parameters: every submission runs them, and building a statement costs
 # more than running it.
-_PROJECT = (select(Project, Member, webhooks.has_subscriptions(Project.id))
-            .join(Member, Member.id == Project.member_id))
+_PROJECT = select(Project, Member).join(Member, Member.id == Project.member_id)
 _PROJECT_BY_ID = _PROJECT.where(Project.id == bindparam("project_id"))
 _PROJECT_BY_SLUGS = _PROJECT.where(Member.slug == bindparam("member_slug"),
                                    Project.slug == bindparam("project_slug"))
@@ -84,9 +82,7 @@ def resolve_project(session: Session, principal: Principal, ref: int | str, *,
     found = session.execute(_LOCKED[query] if lock_member else query, params).first()
     if found is None:
         raise NotFound(f"no project {ref}")
-    project, member, subscribed = found
-    if not subscribed:
-        webhooks.no_job_subscriptions(session, project.id)
+    project, member = found
     try:
         require(principal, Scope.jobs_write, project.member_id)
     except NotFound:
@@ -113,7 +109,7 @@ def account_and_active_jobs(session: Session, member_id: int,
     submissions)."""
     found = session.execute(_ACCOUNT_AND_ACTIVE_JOBS,
                             {"member_id": member_id, "cluster": cluster}).first()
-    if found is None:
+    if found is None or found[0].removed_at is not None:  # a removed one keeps its old jobs
         raise _missing_account(cluster)
     account, count = found
     return account, int(count)

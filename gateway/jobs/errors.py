@@ -1,4 +1,4 @@
-"""Refusals of the job domain. Statuses are set in gateway/api/routes/jobs.py (register_status)."""
+"""Refusals of the job domain. Their HTTP statuses: gateway.api.errors.STATUS_OF."""
 
 from __future__ import annotations
 

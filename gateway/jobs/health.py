@@ -55,3 +55,14 @@ async def still_down(scheduler: Scheduler, probe_seconds: float) -> str | None:
         return None  # another call reached it meanwhile
     _down[scheduler] = detail
     return detail
+
+
+async def probe(scheduler: Scheduler) -> str | None:
+    """Ask the cluster now (the tracker, before it forwards waiting jobs): None when it
+    answers (the mark cleared), else why not (the mark set, so submissions are told at once)."""
+    found = await scheduler.health()
+    if found.ok:
+        reached(scheduler)
+        return None
+    _down[scheduler] = found.detail
+    return found.detail

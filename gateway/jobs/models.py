@@ -40,6 +40,9 @@ class JobState(StrEnum):
     node_fail = "node_fail"
     submit_failed = "submit_failed"
     unknown = "unknown"
+    # accepted while its cluster could not be reached (or was in a maintenance window): not
+    # tried against Slurm yet; the tracker forwards it once the cluster answers (migration 0007)
+    waiting = "waiting"
 
     @property
     def terminal(self) -> bool:
@@ -54,7 +57,8 @@ TERMINAL_STATES = frozenset({
 QUEUED_STATES = frozenset({JobState.pending, JobState.running})
 # the cluster may or may not have them: settled by marker
 UNSETTLED_STATES = frozenset({JobState.accepted, JobState.submitting, JobState.unknown})
-ACTIVE_STATES = QUEUED_STATES | UNSETTLED_STATES
+# held, not sent: the tracker forwards them (gateway/jobs/waiting.py)
+ACTIVE_STATES = QUEUED_STATES | UNSETTLED_STATES | {JobState.waiting}
 
 
 class Job(Base):
@@ -66,6 +70,7 @@ class Job(Base):
         Index("ix_jobs_user_id_id", "user_id", "id"),
         Index("ix_jobs_cluster_state", "cluster", "state"),
         Index("ix_jobs_cluster_scheduler_id", "cluster", "scheduler_id"),
+        Index("ix_jobs_ended_at", "ended_at"),  # the transparency report's period
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -115,6 +120,8 @@ class Job(Base):
     # 0005), whoever writes: the read path's cached answers compare it. Never written here.
     revision: Mapped[int] = mapped_column(BigInteger, server_default="0")
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # a `waiting` job still waiting then fails (submit_failed, hold released)
+    wait_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # how it went
@@ -130,11 +137,14 @@ class Job(Base):
     alloc_mem_mb: Mapped[int | None] = mapped_column(Integer)
     node_list: Mapped[str | None] = mapped_column(String(500))
 
-    # sustainability (filled by a later issue; measured when Slurm's ConsumedEnergy exists)
+    # sustainability, set at settlement (gateway.footprint): measured when Slurm's
+    # ConsumedEnergy exists and the job had its nodes to itself, else estimated
     energy_joules_measured: Mapped[float | None] = mapped_column(Float)
     energy_kwh: Mapped[float | None] = mapped_column(Float)
-    energy_source: Mapped[str | None] = mapped_column(String(16))  # measured | estimated
+    # measured | estimated | not_estimated
+    energy_source: Mapped[str | None] = mapped_column(String(16))
     carbon_g: Mapped[float | None] = mapped_column(Float)
+    energy_figures: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the inputs used
 
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="job", lazy="raise", order_by="JobEvent.id")
@@ -188,6 +198,12 @@ class JobTask(Base):
     refund_msu: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # as the job's (gateway.footprint), per task
+    energy_joules_measured: Mapped[float | None] = mapped_column(Float)
+    energy_kwh: Mapped[float | None] = mapped_column(Float)
+    energy_source: Mapped[str | None] = mapped_column(String(16))
+    carbon_g: Mapped[float | None] = mapped_column(Float)
+    energy_figures: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class JobTemplate(Base):

@@ -49,6 +49,7 @@ class JobFilters:
     states: Sequence[JobState] = ()
     cluster: str | None = None
     since: datetime | None = None
+    until: datetime | None = None  # created before
     member_id: int | None = None
 
 
@@ -74,6 +75,8 @@ def list_jobs(session: Session, principal: Principal, filters: JobFilters, *,
         stmt = stmt.where(Job.cluster == filters.cluster)
     if filters.since is not None:
         stmt = stmt.where(Job.created_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(Job.created_at < filters.until)
     if before_id is not None:
         stmt = stmt.where(Job.id < before_id)
     return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
@@ -112,3 +115,26 @@ def tracked_jobs(session: Session, cluster: str) -> list[Job]:
     return list(session.scalars(
         select(Job).where(Job.cluster == cluster, Job.state.in_(list(ACTIVE_STATES)))
         .options(defer(Job.script, raiseload=True)).order_by(Job.id)))
+
+
+def job_by_public_id(session: Session, public_id: str) -> Job:
+    """The job, not scoped: for a caller whose rights were checked before (a stream)."""
+    return session.scalars(_JOB_BY_PUBLIC_ID, {"public_id": public_id}).one()
+
+
+_REVISION = select(Job.revision).where(Job.id == bindparam("job_id"))
+_REVISION_LOCKED = _REVISION.with_for_update(of=Job)
+
+
+def revision_of(session: Session, job_id: int, *, lock: bool = False) -> int:
+    """The job's revision (kept by triggers, migration 0005); `lock`: its row locked too."""
+    return session.scalars(_REVISION_LOCKED if lock else _REVISION, {"job_id": job_id}).one()
+
+
+def output_ended(session: Session, job: Job, task: int | None) -> bool:
+    """Whether the output being read is final: the job, or the array's task, has ended."""
+    if job.state.terminal or task is None:
+        return job.state.terminal
+    state = session.scalars(select(JobTask.state).where(JobTask.job_id == job.id,
+                                                        JobTask.task_id == task)).first()
+    return state is not None and state.terminal

@@ -12,15 +12,15 @@ from contextlib import asynccontextmanager
 import anyio
 
 from gateway.db import Database
+from gateway.jobs.config import JobsConfig
 from gateway.jobs.templates import seed_templates
 from gateway.jobs.tracker import run_trackers
 from gateway.logging import log
-from gateway.settings import Settings
 from schedulers.base import Scheduler
 from schedulers.registry import build_scheduler
 
 
-def build_schedulers(settings: Settings) -> dict[str, Scheduler]:
+def build_schedulers(settings: JobsConfig) -> dict[str, Scheduler]:
     """One scheduler per configured cluster (nothing connects before first use)."""
     return {config.name: build_scheduler(config) for config in settings.clusters}
 
@@ -44,7 +44,7 @@ async def seed(database: Database) -> list[str]:
 
 
 @asynccontextmanager
-async def jobs_runtime(settings: Settings, database: Database,
+async def jobs_runtime(settings: JobsConfig, database: Database,
                        schedulers: Mapping[str, Scheduler]) -> AsyncIterator[None]:
     """Seed the templates, then track every cluster until the block ends (when enabled)."""
     await seed(database)

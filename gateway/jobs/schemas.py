@@ -151,6 +151,13 @@ class JobCreate(_In):
         "and `time_limit_minutes` are needed from one or the other"))
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=200)
     workdir: RelativePath = Field("", description="inside the member's work directory")
+    when_unavailable: Literal["fail", "queue"] | None = Field(None, description=(
+        "when the cluster cannot be reached: `fail` (503, nothing held) or `queue` (202, the "
+        "job `waiting` with its hold until the cluster answers); default: the cluster's "
+        "setting, `queue` during a declared maintenance window"))
+    max_wait_minutes: int | None = Field(None, ge=1, le=366 * 24 * 60, description=(
+        "how long a `waiting` job may wait before it fails; default and most: the gateway's "
+        "`jobs.max_wait_minutes`"))
 
     @model_validator(mode="after")
     def _script_or_template(self) -> Self:
@@ -158,6 +165,8 @@ class JobCreate(_In):
             raise ValueError("give either `script` or `template` (with `parameters`)")
         if self.template is None and (self.parameters or self.template_version):
             raise ValueError("`parameters` and `template_version` go with a `template`")
+        if self.when_unavailable == "fail" and self.max_wait_minutes is not None:
+            raise ValueError("`max_wait_minutes` goes with `when_unavailable: queue`")
         if self.script is not None and "\0" in self.script:
             raise ValueError("the script contains a NUL byte")
         return self
@@ -180,9 +189,16 @@ class Allocated(BaseModel):
 
 
 class Energy(BaseModel):
+    """Set when the job (task) is settled: docs/sustainability.md."""
+
     kwh: float | None
-    source: str | None  # measured | estimated
-    carbon_g: float | None
+    source: Literal["measured", "estimated", "not_estimated"] | None = Field(
+        description="measured by Slurm (nodes the job had to itself), estimated with Green "
+                    "Algorithms, or not estimated (no hardware figures); None until settled")
+    carbon_g: float | None = Field(description="gCO2e")
+    figures: dict[str, Any] | None = Field(
+        None, description="what the figures were computed from: cores, GPUs, memory, hours, "
+                          "PUE, watts, carbon intensity with its scope and year")
 
 
 class TemplateRef(BaseModel):
@@ -207,6 +223,7 @@ class TaskOut(BaseModel):
     allocated: Allocated
     stdout_path: str
     stderr_path: str
+    energy: Energy | None = None
 
 
 class JobOut(BaseModel):
@@ -240,7 +257,9 @@ class JobOut(BaseModel):
     signal: int | None
     pending_reason: str | None = Field(description="Slurm's reason code")
     pending_reason_text: str | None = Field(description="the reason code as a sentence")
-    detail: str | None
+    detail: str | None = Field(description="why it failed, or (`waiting`) what it waits for")
+    wait_until: datetime | None = Field(
+        description="a `waiting` job still waiting then fails (submit_failed, hold released)")
     cancel_requested: bool
     allocated: Allocated
     energy: Energy

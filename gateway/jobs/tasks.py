@@ -22,13 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.audit import record
+from gateway.footprint import settle as footprint
 from gateway.jobs.arrays import parse_array
 from gateway.jobs.models import Job, JobState, JobTask
 from gateway.jobs.transitions import transition
 from gateway.jobs.widening import is_widened
 from quotas import service as quotas
 from quotas.rates import Amounts
-from schedulers.config import BillingWeights
+from schedulers.config import BillingWeights, ClusterConfig
 from schedulers.models import AccountingRecord, JobStatus
 
 
@@ -129,9 +130,10 @@ def needs_update(state: JobState, reason: str | None, tasks: Mapping[int, JobSta
 
 
 def update(session: Session, job: Job, seen: Mapping[int, TaskSeen], *, now: datetime,
-           actor: str) -> JobState:
-    """Store what was seen of the (locked) job's tasks, settle those that ended, and move the
-    job to its tasks' state; at the first sight, every task gets its row."""
+           actor: str, cluster: ClusterConfig) -> JobState:
+    """Store what was seen of the (locked) job's tasks, settle those that ended (charge and
+    footprint), and move the job to its tasks' state; at the first sight, every task gets its
+    row."""
     array = job.array
     if array is None:
         raise ValueError(f"job {job.public_id} is not an array")
@@ -148,7 +150,9 @@ def update(session: Session, job: Job, seen: Mapping[int, TaskSeen], *, now: dat
         if row is None or row.state.terminal:
             continue
         if what.state.terminal:
-            ended[task] = _ended(job, row, what, now)
+            ended[task] = use = _ended(job, row, what, now)
+            footprint.settle_task(job, row, cluster, use.allocated, use.elapsed_seconds,
+                                  record=what.record)
             continue
         if what.state is JobState.running and row.started_at is None:
             row.started_at = what.started or now
@@ -205,6 +209,7 @@ def _finish(session: Session, job: Job, rows: list[JobTask], state: JobState, *,
     job.elapsed_seconds = sum(r.elapsed_seconds or 0 for r in rows)
     job.exit_code = max((r.exit_code for r in rows if r.exit_code is not None), default=None)
     job.charge_msu, job.refund_msu = settlement.charge_msu, settlement.refund_msu
+    footprint.total_of_tasks(job, rows)
     counts = task_counts(r.state for r in rows)
     detail = "tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     if is_widened(job.detail):  # cancelled by the tracker: held wider than priced

@@ -16,12 +16,10 @@ While the cluster cannot be reached the loop backs off exponentially, up to a ca
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -32,31 +30,30 @@ from sqlalchemy.orm import Session
 from consortium.audit import record
 from consortium.base import utcnow
 from consortium.models import ClusterIdentity
+from gateway import metrics
 from gateway.db import Database
-from gateway.jobs import health, repository, tasks
+from gateway.footprint import settle as footprint
+from gateway.holders import holder_name
+from gateway.jobs import cluster_status, health, outcomes, repository, tasks, waiting
+from gateway.jobs.admission import cluster_account
 from gateway.jobs.arrays import parse_array
 from gateway.jobs.clusters import Cluster, Clusters, identity_for
-from gateway.jobs.config import JobsSettings
+from gateway.jobs.config import JobsConfig, JobsSettings
 from gateway.jobs.models import Job, JobState, JobTask, TrackerLease
 from gateway.jobs.transitions import transition
 from gateway.jobs.widening import excess, held_statuses, is_widened, widened_detail
 from gateway.logging import log
-from gateway.settings import Settings
 from quotas import service as quotas
 from quotas.rates import Amounts
 from schedulers.base import Scheduler
 from schedulers.config import BillingWeights
-from schedulers.errors import SchedulerError, SchedulerRejected
-from schedulers.models import AccountingRecord, FoundJob, Identity, JobStatus
+from schedulers.errors import SchedulerError, SchedulerRejected, SchedulerUnavailable
+from schedulers.models import AccountingRecord, FoundJob, Identity, JobSpec, JobStatus
 from schedulers.models import JobState as ClusterState
 
 T = TypeVar("T")
 ACTOR = "tracker"
 MAX_MARKER_LOOKUPS = 50  # per cycle: a flapping cluster must not make a cycle endless
-
-
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 # --- the lease ---------------------------------------------------------------------------
@@ -123,6 +120,8 @@ class Tracked:
     array: str | None = None
     task_count: int = 1
     tasks: Mapping[int, JobState] = field(default_factory=dict)  # an array's, as stored
+    created_at: datetime | None = None
+    wait_until: datetime | None = None  # a `waiting` job's deadline
 
     def open_tasks(self) -> list[int]:
         """An array's tasks not yet ended (all, before the tracker first saw them)."""
@@ -140,6 +139,7 @@ class CycleReport:
     accounting_calls: int = 0
     marker_lookups: int = 0
     cancels_sent: int = 0
+    forwarded: int = 0  # waiting jobs sent (gateway/jobs/waiting.py)
     failures: int = 0  # jobs whose update failed (retried next cycle)
     changes: list[tuple[str, JobState, JobState]] = field(default_factory=list)
 
@@ -154,6 +154,7 @@ class ClusterTracker:
         self.clock = clock
         self._missing_since: dict[int, datetime] = {}  # queued jobs absent from squeue and sacct
         self._tasks_missing_since: dict[tuple[int, int], datetime] = {}  # the same, array tasks
+        self._jobs_wait = False  # jobs wait for the cluster: no backoff, they go once it answers
 
     @property
     def scheduler(self) -> Scheduler:
@@ -178,7 +179,8 @@ class ClusterTracker:
         try:
             while not stop.is_set():
                 try:
-                    await self.cycle()
+                    with metrics.tracker_cycle(self.cluster.name):
+                        await self.cycle()
                     failures = 0
                 except (SchedulerError, LeaseLost) as exc:
                     failures += 1
@@ -188,7 +190,8 @@ class ClusterTracker:
                     failures += 1
                     log.exception("tracker cycle failed", cluster=self.cluster.name,
                                   failures=failures)
-                delay = backoff(interval, failures, self.settings.tracker_max_backoff_seconds)
+                delay = backoff(interval, failures, interval if self._jobs_wait
+                                else self.settings.tracker_max_backoff_seconds)
                 with anyio.move_on_after(delay):
                     await stop.wait()
         finally:
@@ -206,9 +209,14 @@ class ClusterTracker:
         name = self.cluster.name
         if not await self._db(lambda s: acquire_lease(s, name, self.holder, self.clock(), ttl)):
             return CycleReport(leader=False)
+        await cluster_status.observe(self.database, self.cluster, self.settings)
         jobs = await self._db(self._load, write=False)
         report = CycleReport(leader=True, tracked=len(jobs))
+        self._jobs_wait = any(j.state == JobState.waiting for j in jobs)
         try:
+            # first: a cluster still down fails the steps that read it, not the waits' ends
+            await self._forward_waiting([j for j in jobs if j.state == JobState.waiting],
+                                        report)
             await self._follow_queued([j for j in jobs if j.state in (JobState.pending,
                                                                       JobState.running)], report)
             await self._settle_unsettled(
@@ -242,7 +250,7 @@ class ClusterTracker:
             cancel_sent=j.cancel_sent_at is not None, pending_reason=j.pending_reason,
             identity=identities.get(j.member_id), detail=j.detail, array=j.array,
             task_count=j.task_count,
-            tasks=stored.get(j.id, {}),
+            tasks=stored.get(j.id, {}), created_at=j.created_at, wait_until=j.wait_until,
         ) for j in jobs]
 
     # --- queued jobs: one squeue, at most one sacct -----------------------------------------
@@ -321,7 +329,8 @@ class ClusterTracker:
                              grace=timedelta(seconds=self.settings.vanished_grace_seconds))
         if tasks.needs_update(job.state, job.pending_reason, job.tasks, job.task_count, seen):
             await self._apply(job, report, lambda s: tasks.update(
-                s, s.get_one(Job, job.id), seen, now=now, actor=ACTOR))
+                s, s.get_one(Job, job.id), seen, now=now, actor=ACTOR,
+                cluster=self.cluster.config))
 
     async def _observe(self, job: Tracked, status: JobStatus | None,
                        accounting: AccountingRecord | None, now: datetime,
@@ -434,6 +443,7 @@ class ClusterTracker:
                                    elapsed, state=state.value, actor=ACTOR, now=ended_at)
         current.charge_msu = settlement.charge_msu
         current.refund_msu = settlement.refund_msu
+        footprint.settle_job(current, self.cluster.config, used, elapsed)
         transition(session, current, state, at=ended_at, detail=detail)
         record(session, actor=ACTOR, action="job.settle", target_type="job",
                target_id=job.public_id, member_id=current.member_id,
@@ -491,6 +501,89 @@ class ClusterTracker:
                details={"reason": reason, "state": state.value})
         return state
 
+    # --- jobs waiting for the cluster (gateway/jobs/waiting.py) -----------------------------------
+
+    async def _forward_waiting(self, jobs: list[Tracked], report: CycleReport) -> None:
+        """End the waits that are over (cap reached, cancel asked, no account left); then, out
+        of any maintenance window and if the cluster answers, send the others oldest first,
+        until one finds the cluster unreachable again."""
+        if not jobs:
+            return
+        now = self.clock()
+        sendable = []
+        for job in jobs:
+            reason = _wait_over(job, now)
+            if reason is None:
+                sendable.append(job)
+            else:
+                await self._apply(job, report,
+                                  partial(self._give_up, job=job, reason=reason, now=now))
+        if not sendable or self.cluster.config.maintenance_at(now) is not None:
+            return
+        if await health.probe(self.scheduler) is not None:
+            return
+        for job in sorted(sendable, key=lambda j: (j.created_at or now, j.id)):
+            if not await self._forward(job, report):
+                return
+
+    async def _forward(self, job: Tracked, report: CycleReport) -> bool:
+        """Send one waiting job, exactly once; False when the cluster could not be reached."""
+        spec = await self._db(lambda s: self._claim(s, job))
+        if spec is None or job.identity is None:
+            return True  # cancelled meanwhile, or forwarded by another tracker
+        try:
+            submitted = await self.scheduler.submit(job.identity, spec)
+        except SchedulerError as exc:
+            health.failed(self.scheduler, exc)
+            log.warning("a waiting job could not be sent", job=job.public_id,
+                        cluster=self.cluster.name, error=f"{type(exc).__name__}: {exc}")
+            failure = exc
+            await self._db(lambda s: self._not_forwarded(s, job, failure))
+            return failure.maybe_executed or not isinstance(failure, SchedulerUnavailable)
+        except BaseException:
+            # the script may have gone: settled by marker, never sent again
+            with anyio.CancelScope(shield=True):
+                await self._db(lambda s: outcomes.unknown(
+                    s, self._locked(s, job), "forwarding interrupted"))
+            raise
+        health.reached(self.scheduler)
+        stored, _, _ = await self._db(lambda s: outcomes.submitted(
+            s, self._locked(s, job), submitted.scheduler_id))
+        if not stored:  # given up meanwhile: the cluster must not keep a job without a live row
+            with contextlib.suppress(SchedulerError):
+                await self.scheduler.cancel(job.identity, submitted.scheduler_id)
+            return True
+        report.forwarded += 1
+        report.changes.append((job.public_id, JobState.waiting, JobState.pending))
+        log.info("waiting job forwarded", job=job.public_id, cluster=self.cluster.name,
+                 scheduler_id=submitted.scheduler_id)
+        return True
+
+    def _claim(self, session: Session, job: Tracked) -> JobSpec | None:
+        """waiting → submitting, committed before the sbatch: what to send, or None when the
+        job no longer waits."""
+        self._fence(session)
+        current = self._locked(session, job)
+        if current.state != JobState.waiting:
+            return None
+        account = cluster_account(session, current.member_id, self.cluster.name)
+        waiting.start_sending(session, current)
+        return waiting.spec_of(current, account.slurm_account)
+
+    def _not_forwarded(self, session: Session, job: Tracked, exc: SchedulerError) -> None:
+        current = self._locked(session, job)
+        message = f"{type(exc).__name__}: {exc.message}"
+        if exc.maybe_executed:
+            outcomes.unknown(session, current, message)
+        elif isinstance(exc, SchedulerUnavailable):
+            waiting.wait_again(session, current, f"cluster unavailable: {exc.message}")
+        else:
+            outcomes.submit_failed(session, current, exc.message, actor=ACTOR)
+
+    @staticmethod
+    def _locked(session: Session, job: Tracked) -> Job:
+        return session.get_one(Job, job.id, with_for_update=True, populate_existing=True)
+
     # --- cancels asked while the submission was in doubt ---------------------------------------
 
     async def _send_cancels(self, jobs: Sequence[Tracked], report: CycleReport) -> None:
@@ -516,6 +609,18 @@ class ClusterTracker:
         await self._db(sent)
 
 
+def _wait_over(job: Tracked, now: datetime) -> str | None:
+    """Why a waiting job stops waiting unsent, if it does."""
+    if job.cancel_requested:  # asked while its sbatch found the cluster down
+        return "cancelled while waiting for the cluster"
+    if job.identity is None:
+        return "the member has no account on the cluster any more"
+    if job.wait_until is not None and now >= job.wait_until:
+        return (f"waited for the cluster until {job.wait_until:%Y-%m-%d %H:%M} UTC, the most "
+                f"it could (max_wait_minutes): {job.detail}")
+    return None
+
+
 def _needs_accounting(job: Tracked, sid: str, statuses: Mapping[str, JobStatus]) -> bool:
     """Whether sacct must be read for the job: it left the queue or ended there, or started
     (its start time); for an array, one of its tasks not yet ended left the queue or ended."""
@@ -532,7 +637,7 @@ def backoff(interval: float, failures: int, cap: float) -> float:
     return float(min(cap, interval * 2 ** min(failures, 30)))
 
 
-async def run_trackers(settings: Settings, database: Database,
+async def run_trackers(settings: JobsConfig, database: Database,
                        schedulers: Mapping[str, Scheduler], stop: anyio.Event) -> None:
     """One tracker per configured cluster until `stop` is set (the app's lifespan when
     `jobs.tracker_in_serve`, or `hpcgw tracker`)."""

@@ -19,6 +19,11 @@ from gateway.jobs.models import Job, JobEvent, JobState
 Listener = Callable[[Session, Job, JobEvent], None]
 _listeners: list[Listener] = []
 
+# `waiting` (gateway/jobs/waiting.py): entered before anything reached the cluster (accepted, or
+# a submission that found it unreachable), left only to be sent, cancelled or failed
+_INTO_WAITING = frozenset({JobState.accepted, JobState.submitting})
+_OUT_OF_WAITING = frozenset({JobState.submitting, JobState.cancelled, JobState.submit_failed})
+
 
 def on_state_change(listener: Listener) -> Listener:
     """Register a listener (usable as a decorator). It must only add rows to the session."""
@@ -43,6 +48,9 @@ def transition(session: Session, job: Job, to_state: JobState, *, detail: str | 
     if job.state.terminal:
         raise ValueError(f"job {job.public_id} has ended ({job.state}); it cannot become "
                          f"{to_state}")
+    if ((to_state == JobState.waiting and job.state not in _INTO_WAITING)
+            or (job.state == JobState.waiting and to_state not in _OUT_OF_WAITING)):
+        raise ValueError(f"job {job.public_id} cannot go from {job.state} to {to_state}")
     event = _event(job, at=at or utcnow(), from_state=job.state, to_state=to_state,
                    detail=detail)
     job.state = to_state

@@ -35,7 +35,12 @@ def task_out(job: Job, task: JobTask) -> TaskOut:
                             gpus=task.alloc_gpus, mem_mb=task.alloc_mem_mb,
                             node_list=task.node_list),
         stdout_path=task_path(job.stdout_path, task.task_id),
-        stderr_path=task_path(job.stderr_path, task.task_id))
+        stderr_path=task_path(job.stderr_path, task.task_id), energy=energy_of(task))
+
+
+def energy_of(row: Job | JobTask) -> Energy:
+    return Energy(kwh=row.energy_kwh, source=row.energy_source,
+                  carbon_g=row.carbon_g, figures=row.energy_figures)
 
 
 def job_out(job: Job, counts: Mapping[str, int]) -> JobOut:
@@ -75,9 +80,10 @@ def _fields(job: Job, counts: Mapping[str, int]) -> dict[str, Any]:
         "elapsed_seconds": job.elapsed_seconds, "exit_code": job.exit_code,
         "signal": job.signal, "pending_reason": job.pending_reason,
         "pending_reason_text": explain(job.pending_reason), "detail": job.detail,
+        "wait_until": job.wait_until,
         "cancel_requested": job.cancel_requested_at is not None,
         "allocated": Allocated(nodes=job.alloc_nodes, cpus=job.alloc_cpus, gpus=job.alloc_gpus,
                                  mem_mb=job.alloc_mem_mb, node_list=job.node_list),
-        "energy": Energy(kwh=job.energy_kwh, source=job.energy_source, carbon_g=job.carbon_g),
+        "energy": energy_of(job),
         "array": job.array, "tasks": _tasks(job, counts),
     }

@@ -1,18 +1,16 @@
 """The invitation page: the link of an invitation mail, where the invitee creates an account
 (name and password) or signs in with the existing one to accept. Public like the API's accept
-route: the token in the URL is the invitation's credential, so the pages set no cookie, send no
-referrer and are never cached."""
+route: the token in the URL is the invitation's credential, so the pages send no referrer and
+are never cached; the only cookie they set is the forms' CSRF token."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from babel.support import LazyProxy
 from fastapi import APIRouter, Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
@@ -26,34 +24,23 @@ from gateway.api.deps import ContextDep, DatabaseDep, SessionDep, SettingsDep
 from gateway.api.errors import status_for
 from gateway.auth import login
 from gateway.auth.principal import principal_for_user
+from gateway.ui.i18n import lazy_gettext
+from gateway.ui.pages import page
 
-HERE = Path(__file__).resolve().parent
-STATIC_DIR = HERE / "static"
-STATIC_PATH = "/ui/static"
-
-templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"),
-                                            autoescape=True))
-
-# The token is in the URL: no referrer carries it elsewhere, no cache keeps the page.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; form-action 'self'; base-uri 'none'; "
-                               "frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-}
+# The token is in the URL: no referrer carries it elsewhere (the layout's headers keep the page
+# out of every cache).
+PAGE_HEADERS = {"Referrer-Policy": "no-referrer"}
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 Token = Annotated[str, PathParam(max_length=128)]
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, template, {"static": STATIC_PATH, **context},
-                                      status_code=status, headers=PAGE_HEADERS)
+    return page(request, template, status, headers=PAGE_HEADERS, **context)
 
 
 def _invitation_form(request: Request, session: Session, token: str, *, status: int = 200,
-                     error: str | None = None, name: str = "",
+                     error: str | LazyProxy | None = None, name: str = "",
                      email: str | None = None) -> HTMLResponse:
     try:
         preview = service.preview_invitation(session, token)
@@ -82,19 +69,20 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:].rstrip(".") + "."
 
 
-def _parse(name: str, password: str, confirmation: str) -> InvitationAccept | str:
+def _parse(name: str, password: str, confirmation: str) -> InvitationAccept | LazyProxy:
     """The service's input for a new account, or what is wrong with the form."""
     if password != confirmation:
-        return "The password and its confirmation differ."
+        return lazy_gettext("The password and its confirmation differ.")
     try:
         return InvitationAccept(name=name, password=password)
     except ValidationError:  # its strength is the service's to judge (once the token is)
-        return f"Give a name and a password of at least {MIN_PASSWORD_LENGTH} characters."
+        return lazy_gettext("Give a name and a password of at least %(n)s characters.",
+                            n=MIN_PASSWORD_LENGTH)
 
 
 # The page's words for the service's refusal of a new account (see SIGN_IN_OR_CREATE).
-SIGN_IN_BELOW = ("No new account can be made for this email here. If it already has an "
-                 "account, sign in with it below to accept.")
+SIGN_IN_BELOW = lazy_gettext("No new account can be made for this email here. If it already "
+                             "has an account, sign in with it below to accept.")
 
 
 @router.post("/invitations/{token}", response_class=HTMLResponse)
@@ -116,10 +104,10 @@ def accept_invitation(*, request: Request, token: Token, session: SessionDep,
             user_id = login.check_password(database, settings, email=email, password=password,
                                            context=context)
             signed_in = principal_for_user(session, session.get_one(User, user_id))
-            data: InvitationAccept | str = InvitationAccept()
+            data: InvitationAccept | LazyProxy = InvitationAccept()
         else:
             data = _parse(name, password, confirmation)
-        if isinstance(data, str):
+        if isinstance(data, LazyProxy):
             return _invitation_form(request, session, token, status=422, error=data, name=name)
         user, _ = service.accept_invitation(session, token, data, signed_in=signed_in,
                                             context=context)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 from pathlib import Path
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class WebhookSettings(BaseModel):
@@ -48,3 +49,14 @@ class WebhookSettings(BaseModel):
                 ip_network(entry, strict=False)  # a bad network is an error at start-up
             out.append(entry)
         return out
+
+
+class WebhooksConfig(Protocol):
+    """What the webhooks read of the gateway's settings: `gateway.settings.Settings` is one.
+    The settings hold this package's section; the package never imports the settings."""
+
+    @property
+    def webhooks(self) -> WebhookSettings: ...
+
+    @property
+    def secret_key(self) -> SecretStr: ...

@@ -29,12 +29,12 @@ from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from consortium.base import utcnow
+from gateway import metrics
 from gateway.db import Database
-from gateway.jobs.tracker import holder_name
+from gateway.holders import holder_name
 from gateway.logging import log
-from gateway.settings import Settings
 from gateway.webhooks import service, signing, targets
-from gateway.webhooks.config import WebhookSettings
+from gateway.webhooks.config import WebhooksConfig, WebhookSettings
 from gateway.webhooks.models import DeliveryState, WebhookDelivery, WebhookSubscription
 
 T = TypeVar("T")
@@ -83,7 +83,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class DeliveryWorker:
-    def __init__(self, database: Database, settings: Settings, *, holder: str | None = None,
+    def __init__(self, database: Database, settings: WebhooksConfig, *, holder: str | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.database = database
         self.settings = settings.webhooks
@@ -184,6 +184,7 @@ class DeliveryWorker:
         try:
             async with limiter:
                 outcome = await self.attempt(client, delivery)
+            metrics.webhook_attempt(outcome.delivered)
             await self._db(lambda s: self._record(s, delivery, outcome))
         except Exception:  # noqa: BLE001 - the claim expires and the delivery is tried again
             log.exception("webhook delivery failed", delivery=delivery.public_id)
@@ -255,6 +256,7 @@ class DeliveryWorker:
             row.state, row.delivered_at, row.next_attempt_at = DeliveryState.delivered, now, None
         elif row.attempts >= self.settings.max_attempts:
             row.state, row.next_attempt_at = DeliveryState.failed, None
+            metrics.WEBHOOK_GIVEN_UP.inc()
             log.warning("webhook delivery failed for good", delivery=row.public_id,
                         attempts=row.attempts, error=outcome.error)
         else:
@@ -270,7 +272,7 @@ class DeliveryWorker:
 
 
 @asynccontextmanager
-async def webhooks_runtime(settings: Settings, database: Database, *,
+async def webhooks_runtime(settings: WebhooksConfig, database: Database, *,
                            worker: bool) -> AsyncIterator[None]:
     """Listen to the events (always: this process may change jobs and quotas) and, with
     `worker`, deliver until the block ends (`hpcgw serve`, `hpcgw tracker`)."""

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import ColumnExpressionArgument, Exists, bindparam, exists, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from consortium import audit
@@ -26,9 +26,8 @@ from consortium.errors import Conflict, NotFound
 from consortium.models import Member, Project
 from gateway.jobs import transitions
 from gateway.jobs.models import Job, JobEvent
-from gateway.settings import Settings
 from gateway.webhooks import signing, targets
-from gateway.webhooks.config import WebhookSettings
+from gateway.webhooks.config import WebhooksConfig, WebhookSettings
 from gateway.webhooks.models import (
     DeliveryState,
     WebhookDelivery,
@@ -56,7 +55,7 @@ async def check_target(url: str, config: WebhookSettings) -> None:
 
 
 def create(session: Session, principal: Principal, member: Member, project: Project, *,
-           data: WebhookCreate, settings: Settings,
+           data: WebhookCreate, settings: WebhooksConfig,
            context: RequestContext) -> tuple[WebhookSubscription, str]:
     """The subscription and its secret (returned this once); its URL passed `check_target`."""
     require_manager(principal, member)
@@ -167,25 +166,13 @@ def _read_this_transaction(session: Session) -> dict[int, list[WebhookSubscripti
 def _job_subscribers(session: Session, project_id: int) -> list[WebhookSubscription]:
     """The project's subscriptions to job state changes, read once per transaction (a submit
     changes its job's state twice in one): a project without any costs one SELECT, not one
-    per change, and none when the transaction already knows (`no_job_subscriptions`).
-    `create` and `delete` drop what this transaction read."""
+    per change. `create` and `delete` drop what this transaction read."""
     by_project = _read_this_transaction(session)
     if project_id not in by_project:
         by_project[project_id] = [
             s for s in session.scalars(_PROJECT_SUBSCRIPTIONS, {"project_id": project_id})
             if _wants(s, WebhookEvent.job_state_changed)]
     return by_project[project_id]
-
-
-def has_subscriptions(project_id: ColumnExpressionArgument[int]) -> Exists:
-    """Whether the project has webhook subscriptions, for a statement that reads the project
-    anyway: when it has none, `no_job_subscriptions` spares the lookup of its job events."""
-    return exists().where(WebhookSubscription.project_id == project_id)
-
-
-def no_job_subscriptions(session: Session, project_id: int) -> None:
-    """The project has no subscription, as this transaction read (`has_subscriptions`)."""
-    _read_this_transaction(session)[project_id] = []
 
 
 def enqueue_job_event(session: Session, job: Job, event: JobEvent) -> None:

@@ -113,6 +113,28 @@ class ModifyAccount:
         _ok(result, "sacctmgr")
 
 
+@dataclass(frozen=True)
+class ShareUsage:
+    """`sshare` of an account: the billing-minutes Slurm has counted for it (GrpTRESRaw; our
+    clusters never decay or reset usage, so this is all usage since the account exists)."""
+
+    account: str
+
+    def argv(self) -> list[str]:
+        return ["sshare", "-n", "-P", "-A", self.account, "-o", "Account,User,GrpTRESRaw"]
+
+    def parse(self, result: Result) -> int | None:
+        _ok(result, "sshare")
+        for line in result.out.splitlines():
+            account, _, rest = line.partition("|")
+            user, _, tres = rest.partition("|")
+            if account.strip() == self.account and not user.strip():
+                counts = dict(item.partition("=")[::2] for item in tres.split(",") if item)
+                billing = counts.get("billing")
+                return None if billing is None else int(float(billing))
+        return None
+
+
 def _number(value: str) -> int | None:
     return int(value) if value.strip().isdigit() else None
 
@@ -180,6 +202,10 @@ class SlurmAccountingSync(AccountingSync):
         if held is None:
             raise SchedulerRejected(f"account {limits.account} vanished while being modified")
         return held
+
+    async def read_usage(self, account: str) -> int | None:
+        account = _checked(ACCOUNT_NAME, account, "account name")
+        return await self.scheduler.execute(self.scheduler.admin, ShareUsage(account))
 
     async def block(self, account: str) -> AssociationLimits:
         """Stop new jobs of the account (GrpJobs=0, GrpSubmitJobs=0); billing limit kept."""

@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from schedulers.base import JOB_NAME_PREFIX, task_path
 from schedulers.errors import (
@@ -289,7 +290,7 @@ class Sacct:
         for f in sorted(rows, key=lambda f: "[" in f["JobID"]):
             exit_code, signal = parse_exit_code(f["ExitCode"])
             tres = parse_tres(f["AllocTRES"])
-            energy = _int(f["ConsumedEnergyRaw"])
+            energy = consumed_energy(f["ConsumedEnergyRaw"])
             for job_id in _job_ids(f["JobID"], wanted):
                 if job_id in records:
                     continue
@@ -303,14 +304,24 @@ class Sacct:
                     alloc_mem_mb=round(tres.get("mem", 0)),
                     nodes="" if f["NodeList"] == "None assigned" else f["NodeList"],
                     node_count=_int(f["NNodes"]) or 0,
-                    # no energy plugin: empty; never started: 0
-                    consumed_energy_joules=float(energy) if energy else None,
+                    consumed_energy_joules=energy,
                     account=f["Account"] or None, user=f["User"] or None)
         return records
 
 
 def _int(value: str) -> int | None:
     return int(value) if value.strip().isdigit() else None
+
+
+# Slurm's NO_VAL64 and INFINITE64, which sacct prints as numbers where a counter gave nothing
+_NO_VAL64 = 0xFFFFFFFFFFFFFFFE
+
+
+def consumed_energy(value: str) -> float | None:
+    """ConsumedEnergyRaw in joules, None where nothing was measured: empty (no energy plugin),
+    0 (never started, or a counter that read nothing), or Slurm's no-value markers."""
+    joules = _int(value)
+    return float(joules) if joules and joules < _NO_VAL64 else None
 
 
 def _time(value: str) -> datetime | None:
@@ -410,6 +421,37 @@ class SacctMarker:
         return next((FoundJob(scheduler_id=job_id.partition("_")[0], submit=_time(submit))
                      for job_id, submit, comment in _rows(result, 3)
                      if comment == self.marker), None)
+
+
+@dataclass(frozen=True)
+class ScontrolHold:
+    """`scontrol hold|release` of jobs as the admin: an admin hold (priority 0), which the
+    job's owner cannot release. Running jobs are left alone; ended ones need nothing."""
+
+    verb: Literal["hold", "release"]
+    job_ids: tuple[str, ...]
+
+    def argv(self) -> list[str]:
+        return ["scontrol", self.verb, ",".join(self.job_ids)]
+
+    def parse(self, result: Result) -> None:
+        if result.status != 0 and not all(
+                any(s in line for s in ("Invalid job id specified", "already finished"))
+                for line in result.err.splitlines() if line.strip()):
+            raise slurm_error(result, command=f"scontrol {self.verb}")
+
+
+@dataclass(frozen=True)
+class SacctmgrShowCluster:
+    """Whether slurmdbd answers: sacctmgr asks it, and names this cluster."""
+
+    def argv(self) -> list[str]:
+        return ["sacctmgr", "-n", "-P", "show", "cluster", "format=Cluster"]
+
+    def parse(self, result: Result) -> tuple[bool, str]:
+        if result.status != 0:
+            return False, slurm_error(result, command="sacctmgr").message
+        return True, f"slurmdbd answers (clusters: {' '.join(result.out.split())})"
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ import time
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from schedulers.base import Scheduler, Staged
+from schedulers.base import AccountingSync, Scheduler, Staged, StagesSubmissions
 from schedulers.config import ClusterConfig
 from schedulers.errors import PathRefused, SchedulerError, SchedulerRejected
+from schedulers.metrics import remote_command
 from schedulers.models import (
     AccountingRecord,
+    ClusterStatus,
     FileEntry,
     FoundJob,
     Health,
@@ -27,8 +29,10 @@ from schedulers.models import (
 from schedulers.slurm_ssh.commands import (
     Sacct,
     SacctMarker,
+    SacctmgrShowCluster,
     Sbatch,
     Scancel,
+    ScontrolHold,
     ScontrolPing,
     Squeue,
     SqueueMarker,
@@ -63,8 +67,9 @@ def _job_ids(scheduler_ids: Sequence[str]) -> list[str]:
     return ids
 
 
-class SlurmSshScheduler(Scheduler):
+class SlurmSshScheduler(Scheduler, StagesSubmissions):
     supports_arrays = True
+    supports_hold = True
 
     def __init__(self, config: ClusterConfig, *, transport: SshTransport | None = None) -> None:
         super().__init__(config)
@@ -75,19 +80,20 @@ class SlurmSshScheduler(Scheduler):
                       stdin: bytes | None = None, dirs: Sequence[str] = (),
                       timeout: float | None = None,  # noqa: ASYNC109 - see SshTransport.run
                       ) -> T:
-        result = await self.transport.run(identity, command.argv(), stdin=stdin, dirs=dirs,
-                                          timeout=timeout)
-        try:
-            return command.parse(result)
-        except SchedulerError as exc:
-            exc.cluster = exc.cluster or self.name
-            raise
+        with remote_command(self.name, command):
+            result = await self.transport.run(identity, command.argv(), stdin=stdin, dirs=dirs,
+                                              timeout=timeout)
+            try:
+                return command.parse(result)
+            except SchedulerError as exc:
+                exc.cluster = exc.cluster or self.name
+                raise
 
     async def submit(self, identity: Identity, spec: JobSpec) -> Submitted:
         sbatch = Sbatch(spec, identity.work_root)
         return await self.execute(identity, sbatch, stdin=sbatch.stdin(), dirs=sbatch.dirs())
 
-    def stage(self, identity: Identity, spec: JobSpec) -> Staged:
+    def stage(self, identity: Identity, spec: JobSpec) -> Staged | None:
         """`sbatch` started, waiting for its script on stdin, while the job is committed: its
         connection, channel, sshd's session and sbatch's start cost the submission nothing
         then. sbatch reads the whole script before it contacts the controller and refuses an
@@ -96,7 +102,7 @@ class SlurmSshScheduler(Scheduler):
             sbatch = Sbatch(spec, identity.work_root)
             argv, dirs = sbatch.argv(), sbatch.dirs()
         except SchedulerError:
-            return Staged(self)  # refused again, after the commit, by submit
+            return None  # refused again, after the commit, by submit
         return _StagedSbatch(self, identity, argv, dirs,
                              self.transport.start(identity, argv, dirs=dirs))
 
@@ -150,6 +156,32 @@ class SlurmSshScheduler(Scheduler):
         return Health(cluster=self.name, ok=ok, detail=detail,
                       latency_ms=(time.perf_counter() - started) * 1000)
 
+    async def status(self) -> ClusterStatus:
+        """`scontrol ping` (slurmctld), then `sacctmgr show cluster` (slurmdbd), as the admin."""
+        try:
+            slurmctld, ctld = await self.execute(self.admin, ScontrolPing())
+            slurmdbd, dbd = await self.execute(self.admin, SacctmgrShowCluster())
+        except SchedulerError as exc:
+            return ClusterStatus(cluster=self.name, reachable=False, slurmctld=None,
+                                 slurmdbd=None, detail=f"{type(exc).__name__}: {exc.message}")
+        return ClusterStatus(cluster=self.name, reachable=True, slurmctld=slurmctld,
+                             slurmdbd=slurmdbd, detail=f"{ctld}; {dbd}")
+
+    def accounting_sync(self) -> AccountingSync:
+        from schedulers.slurm_ssh.accounting import SlurmAccountingSync  # it imports this module
+
+        return SlurmAccountingSync(self.config, scheduler=self)
+
+    async def hold(self, scheduler_ids: Sequence[str]) -> None:
+        ids = _job_ids(scheduler_ids)
+        if ids:
+            await self.execute(self.admin, ScontrolHold("hold", tuple(ids)))
+
+    async def release(self, scheduler_ids: Sequence[str]) -> None:
+        ids = _job_ids(scheduler_ids)
+        if ids:
+            await self.execute(self.admin, ScontrolHold("release", tuple(ids)))
+
     async def close(self) -> None:
         await self.transport.close()
 
@@ -164,7 +196,7 @@ class SlurmSshScheduler(Scheduler):
 class _StagedSbatch(Staged):
     def __init__(self, scheduler: SlurmSshScheduler, identity: Identity, argv: list[str],
                  dirs: list[str], started: StartedCommand) -> None:
-        super().__init__(scheduler)
+        self.scheduler = scheduler
         self._identity = identity
         self._argv = argv
         self._dirs = dirs
@@ -176,7 +208,8 @@ class _StagedSbatch(Staged):
             self.discard()  # the committed job differs from what was staged
             return await self.scheduler.submit(identity, spec)
         try:
-            return sbatch.parse(await self._started.finish(sbatch.stdin()))
+            with remote_command(self.scheduler.name, sbatch):
+                return sbatch.parse(await self._started.finish(sbatch.stdin()))
         except SchedulerError as exc:
             exc.cluster = exc.cluster or self.scheduler.name
             raise

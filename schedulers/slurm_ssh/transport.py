@@ -5,7 +5,8 @@ CHANNELS_PER_CONNECTION commands at once on one connection (sshd's MaxSessions d
 Sockets get TCP_NODELAY (without it every command waits ~40 ms on Nagle + delayed ACK), host keys
 are pinned (known_hosts, never added), every command has a deadline and an output cap, and every
 blocking call runs in this transport's own bounded thread pool, never on the event loop.
-paramiko's errors become the scheduler errors here, with the original as `__cause__`.
+paramiko's errors (and the socket's and SFTP's) become the scheduler errors in one place,
+`_ssh_errors`, with the original as `__cause__`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from schedulers.errors import (
     SchedulerTimeout,
     SchedulerUnavailable,
 )
+from schedulers.metrics import SSH_CHANNELS_IN_USE, SSH_CONNECT_FAILURES, SSH_CONNECTIONS_OPEN
 from schedulers.models import FileEntry, Identity
 
 CHANNELS_PER_CONNECTION = 8  # below OpenSSH's default MaxSessions (10)
@@ -155,6 +157,7 @@ class _Pool:
                 if idle or (free and not can_open):
                     chosen = idle[0] if idle else min(free, key=lambda c: c.in_use)
                     chosen.in_use += 1
+                    SSH_CHANNELS_IN_USE.labels(config.name).inc()
                     break
                 if can_open:
                     self._opening += 1
@@ -165,6 +168,7 @@ class _Pool:
                     exc.maybe_executed = False
                     raise exc
                 self._cond.wait(deadline - now)
+        SSH_CONNECTIONS_OPEN.labels(config.name).dec(len(stale))
         for c in stale:
             c.client.close()
         if chosen is not None:
@@ -172,6 +176,7 @@ class _Pool:
         try:
             conn = self._connect(deadline)
         except BaseException:
+            SSH_CONNECT_FAILURES.labels(config.name).inc()
             with self._cond:
                 self._opening -= 1
                 self._cond.notify_all()
@@ -180,10 +185,13 @@ class _Pool:
             self._opening -= 1
             conn.in_use = 1
             self._conns.append(conn)
+            SSH_CONNECTIONS_OPEN.labels(config.name).inc()
+            SSH_CHANNELS_IN_USE.labels(config.name).inc()
             return conn
 
     def release(self, conn: _Connection, *, broken: bool = False) -> None:
         close = False
+        SSH_CHANNELS_IN_USE.labels(self._owner.config.name).dec()
         with self._cond:
             conn.in_use -= 1
             conn.last_used = time.monotonic()
@@ -193,6 +201,7 @@ class _Pool:
                 close = True
             self._cond.notify_all()
         if close:
+            SSH_CONNECTIONS_OPEN.labels(self._owner.config.name).dec()
             conn.client.close()
 
     def break_all(self) -> None:
@@ -204,17 +213,15 @@ class _Pool:
     def close(self) -> None:
         with self._cond:
             conns, self._conns = self._conns, []
+        SSH_CONNECTIONS_OPEN.labels(self._owner.config.name).dec(len(conns))
         for c in conns:
             c.client.close()
 
     def _key(self) -> paramiko.PKey:
         if self._pkey is None:
-            try:
+            with _ssh_errors(f"cannot load the key of {self.identity.unix_user}",
+                             self._owner.config.name, local=True):
                 self._pkey = paramiko.PKey.from_path(self.identity.key_file)
-            except (OSError, paramiko.SSHException, ValueError) as exc:
-                raise SchedulerAuthError(
-                    f"cannot load the key of {self.identity.unix_user}: {exc}",
-                    cluster=self._owner.config.name) from exc
         return self._pkey
 
     def _connect(self, deadline: float) -> _Connection:
@@ -225,25 +232,22 @@ class _Pool:
         pkey = self._key()
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(_RefuseUnknownHost())
-        try:
+        with _ssh_errors(f"cannot read known_hosts {config.known_hosts}", config.name,
+                         local=True):
             client.get_host_keys().load(str(config.known_hosts))
-        except OSError as exc:
-            raise SchedulerAuthError(f"cannot read known_hosts {config.known_hosts}: {exc}",
-                                     cluster=config.name) from exc
-        try:
+        with _ssh_errors(f"cannot connect to {where}", config.name):
             sock = socket.create_connection((config.host, config.port), timeout=timeout)
-        except OSError as exc:
-            raise SchedulerUnavailable(f"cannot connect to {where}: {exc}",
-                                       cluster=config.name) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            client.connect(config.host, port=config.port, username=user, pkey=pkey, sock=sock,
-                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                           channel_timeout=timeout, allow_agent=False, look_for_keys=False)
-        except BaseException as exc:
+            with _ssh_errors(f"SSH to {where} failed", config.name):
+                client.connect(config.host, port=config.port, username=user, pkey=pkey,
+                               sock=sock, timeout=timeout, banner_timeout=timeout,
+                               auth_timeout=timeout, channel_timeout=timeout, allow_agent=False,
+                               look_for_keys=False)
+        except BaseException:
             client.close()
             sock.close()
-            raise _connect_error(exc, where, config.name) from exc
+            raise
         transport = client.get_transport()
         if transport is None:  # connect() returned: paramiko always has one by now
             raise SchedulerUnavailable(f"SSH to {where}: no transport", cluster=config.name)
@@ -252,19 +256,48 @@ class _Pool:
         return _Connection(client=client, transport=transport)
 
 
-def _connect_error(exc: BaseException, where: str, cluster: str) -> BaseException:
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return SchedulerAuthError(f"host key of {where} changed: refused ({exc})", cluster=cluster)
-    if isinstance(exc, _UnknownHostKey):
-        return SchedulerAuthError(f"{exc}: refused", cluster=cluster)
-    if isinstance(exc, paramiko.AuthenticationException):
-        return SchedulerAuthError(f"authentication failed for {where}: {exc}", cluster=cluster)
-    if isinstance(exc, TimeoutError):
-        return SchedulerUnavailable(f"SSH handshake with {where} timed out", cluster=cluster)
-    if isinstance(exc, _NETWORK_ERRORS):
-        return SchedulerUnavailable(f"SSH to {where} failed: {exc or type(exc).__name__}",
-                                    cluster=cluster)
-    return exc
+@contextlib.contextmanager
+def _ssh_errors(doing: str, cluster: str, *, maybe_executed: bool = False,
+                local: bool = False) -> Iterator[None]:
+    """paramiko's, the socket's and SFTP's errors as the scheduler layer's, raised from the
+    original. `doing` starts the message; `maybe_executed`: a command may have run (a timeout
+    is then the command's, not the connection's); `local`: reading this machine's own files
+    (a key, known_hosts), whose every failure is a refusal to authenticate."""
+    try:
+        yield
+    except SchedulerError:
+        raise
+    except Exception as exc:
+        translated = _translated(exc, doing, cluster, maybe_executed=maybe_executed, local=local)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _translated(exc: Exception, doing: str, cluster: str, *, maybe_executed: bool,
+                local: bool) -> SchedulerError | None:
+    kind: type[SchedulerError]
+    message = f"{doing}: {exc or type(exc).__name__}"
+    if local and isinstance(exc, OSError | paramiko.SSHException | ValueError):
+        kind = SchedulerAuthError
+    elif isinstance(exc, paramiko.BadHostKeyException):
+        kind, message = (SchedulerAuthError,
+                         f"{doing}: host key of the server changed: refused ({exc})")
+    elif isinstance(exc, _UnknownHostKey):
+        kind, message = SchedulerAuthError, f"{doing}: {exc}: refused"
+    elif isinstance(exc, paramiko.AuthenticationException):
+        kind, message = SchedulerAuthError, f"{doing}: authentication failed: {exc}"
+    elif isinstance(exc, FileNotFoundError):
+        kind, message = NoSuchFile, f"no such file: {exc.filename or exc}"
+    elif isinstance(exc, PermissionError):
+        kind, message = SchedulerRejected, f"permission denied: {exc}"
+    elif isinstance(exc, TimeoutError) and maybe_executed:
+        kind, message = SchedulerTimeout, f"{doing}: timed out"
+    elif isinstance(exc, _NETWORK_ERRORS):
+        return SchedulerUnavailable(message, cluster=cluster, maybe_executed=maybe_executed)
+    else:
+        return None
+    return kind(message, cluster=cluster)
 
 
 class SshTransport:
@@ -377,15 +410,15 @@ class SshTransport:
         """A connection and a channel opened on it; a dead pooled connection is dropped and
         replaced once (nothing was sent on it yet, so retrying is safe)."""
         pool = self._pool(identity)
-        for attempt in (1, 2):
-            conn = pool.acquire(deadline)
-            try:
-                return conn, opener(conn.transport)
-            except _NETWORK_ERRORS as exc:
-                pool.release(conn, broken=True)
-                if attempt == 2:
-                    raise SchedulerUnavailable(f"cannot open an SSH channel: {exc}",
-                                               cluster=self.config.name) from exc
+        with _ssh_errors("cannot open an SSH channel", self.config.name):
+            for attempt in (1, 2):
+                conn = pool.acquire(deadline)
+                try:
+                    return conn, opener(conn.transport)
+                except _NETWORK_ERRORS:
+                    pool.release(conn, broken=True)
+                    if attempt == 2:
+                        raise
         raise AssertionError("unreachable")
 
     def _run(self, identity: Identity, line: str, stdin: bytes | None,
@@ -401,39 +434,33 @@ class SshTransport:
         conn, chan = self._opened(
             identity, deadline,
             lambda t: t.open_session(timeout=max(0.1, deadline - time.monotonic())))
-        try:
-            with self._count_lock:
-                self._commands += 1
-            chan.exec_command(line)
-        except BaseException as exc:
-            chan.close()
-            pool.release(conn, broken=not conn.transport.is_active())
-            if isinstance(exc, _NETWORK_ERRORS):
-                raise SchedulerUnavailable(f"SSH connection lost while starting a command: {exc}",
-                                           cluster=self.config.name, maybe_executed=True) from exc
-            raise
+        with _ssh_errors("SSH connection lost while starting a command", self.config.name,
+                         maybe_executed=True):
+            try:
+                with self._count_lock:
+                    self._commands += 1
+                chan.exec_command(line)
+            except BaseException:
+                chan.close()
+                pool.release(conn, broken=not conn.transport.is_active())
+                raise
         return _Started(pool, conn, chan)
 
     def _finish(self, started: _Started, stdin: bytes | None, deadline: float) -> Result:
         """Send the started command its stdin (and EOF), collect its output, free the channel."""
         conn, chan = started.conn, started.chan
-        broken = False
         try:
-            if stdin is not None:
-                self._send_stdin(chan, stdin)
-            result = self._collect(chan, deadline)
-            if result.status == -1 and not conn.transport.is_active():
-                raise EOFError("no exit status: the connection closed")
-            return result
-        except SchedulerError:
-            raise
-        except _NETWORK_ERRORS as exc:
-            broken = not conn.transport.is_active()
-            raise SchedulerUnavailable(f"SSH connection lost while running a command: {exc}",
-                                       cluster=self.config.name, maybe_executed=True) from exc
+            with _ssh_errors("SSH connection lost while running a command", self.config.name,
+                             maybe_executed=True):
+                if stdin is not None:
+                    self._send_stdin(chan, stdin)
+                result = self._collect(chan, deadline)
+                if result.status == -1 and not conn.transport.is_active():
+                    raise EOFError("no exit status: the connection closed")
+                return result
         finally:
             chan.close()
-            started.pool.release(conn, broken=broken)
+            started.pool.release(conn, broken=not conn.transport.is_active())
 
     @staticmethod
     def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
@@ -487,27 +514,12 @@ class SshTransport:
             return sftp
 
         conn, sftp = self._opened(identity, deadline, open_sftp)
-        broken = False
         try:
-            return operation(sftp)
-        except SchedulerError:
-            raise
-        except FileNotFoundError as exc:
-            raise NoSuchFile(f"no such file: {exc.filename or exc}",
-                             cluster=self.config.name) from exc
-        except PermissionError as exc:
-            raise SchedulerRejected(f"permission denied: {exc}",
-                                    cluster=self.config.name) from exc
-        except TimeoutError as exc:
-            raise SchedulerTimeout("file transfer timed out", cluster=self.config.name) from exc
-        except _NETWORK_ERRORS as exc:
-            broken = not conn.transport.is_active()
-            raise SchedulerUnavailable(f"SSH file transfer failed: {exc}",
-                                       cluster=self.config.name,
-                                       maybe_executed=True) from exc
+            with _ssh_errors("SSH file transfer failed", self.config.name, maybe_executed=True):
+                return operation(sftp)
         finally:
             sftp.close()
-            pool.release(conn, broken=broken)
+            pool.release(conn, broken=not conn.transport.is_active())
 
 
 class StartedCommand:

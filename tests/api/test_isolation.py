@@ -52,14 +52,14 @@ def world(session: Session) -> World:
 @dataclass(frozen=True)
 class Call:
     method: str
-    path: str  # {project}, {user_id}, {invitation_id}: globex's objects
+    path: str  # {project}, {user_id}, {invitation_id}, {cluster}: globex's objects
     body: dict[str, object] | None = None
     admin_only: bool = False  # the positive control is then made by an admin
 
     def url(self, world: World) -> str:
         return API_PREFIX + self.path.format(
             member="globex", project=world.project, user_id=world.cast.globex_manager.id,
-            invitation_id=world.invitation_id)
+            invitation_id=world.invitation_id, cluster="local")  # make_member's identity
 
 
 # Every member-scoped route, with a body the right caller would see accepted.
@@ -69,6 +69,7 @@ MEMBER_ROUTES = [
     Call("POST", "/members/{member}/identities", {
         "cluster": "meso", "unix_user": "globex2", "slurm_account": "globex2",
         "ssh_key_ref": "globex2"}, admin_only=True),
+    Call("DELETE", "/members/{member}/identities/{cluster}", admin_only=True),
     Call("GET", "/members/{member}/users"),
     Call("PATCH", "/members/{member}/users/{user_id}", {"role": "manager"}),
     Call("DELETE", "/members/{member}/users/{user_id}", admin_only=True),
@@ -156,6 +157,31 @@ def test_the_matrix_holds_every_route_of_the_member_domain() -> None:
     assert ours == MATRIX_KEYS
 
 
+# Consortium-wide routes: a member's people are refused (403: these exist for everyone), an
+# admin is not. {cluster} names no configured cluster here: the admin's control gets 404.
+CONSORTIUM_ROUTES = [
+    Call("GET", "/audit"),
+    Call("GET", "/reports/footprint"),
+    Call("POST", "/clusters/{cluster}/sync"),
+]
+
+
+@pytest.mark.parametrize("call", CONSORTIUM_ROUTES, ids=lambda c: f"{c.method} {c.path}")
+@pytest.mark.parametrize("role", ["manager", "researcher", "viewer"])
+def test_a_members_people_are_refused_the_consortium_wide_routes(
+        *, app_client: TestClient, settings: Settings, session: Session, world: World,
+        call: Call, role: str) -> None:
+    before = _state(session)
+    answer = app_client.request(call.method, call.url(world), json=call.body,
+                                headers=auth_headers(settings, getattr(world.cast, role)))
+    assert answer.status_code == 403, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    assert _state(session) == before
+    control = app_client.request(call.method, call.url(world), json=call.body,
+                                 headers=auth_headers(settings, world.cast.admin))
+    assert control.status_code not in (401, 403), control.text
+
+
 def test_a_manager_lists_only_its_own_personal_tokens(
         app_client: TestClient, settings: Settings, world: World) -> None:
     theirs = app_client.post("/api/v1/me/tokens",
@@ -232,7 +258,8 @@ def test_every_member_route_documents_the_errors_it_can_return(
         settings: Settings, database: Database) -> None:
     schema = create_app(settings, database=database).openapi()
     for path, item in schema["paths"].items():
-        if not path.startswith(("/api/v1/members", "/api/v1/invitations", "/api/v1/audit")):
+        if not path.startswith(("/api/v1/members", "/api/v1/invitations", "/api/v1/audit",
+                                "/api/v1/clusters", "/api/v1/reports/footprint")):
             continue
         for method, operation in item.items():
             documented = set(operation["responses"])

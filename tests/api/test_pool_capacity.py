@@ -4,7 +4,7 @@ A route on SessionDep holds its connection across worker-thread hops (dependenci
 commit). If every worker thread waits for a connection while every connection waits for a
 thread, nothing moves until the pool's timeout turns the lot into 500s. The app must make the
 surplus requests wait without a thread or a connection, and leave a connection to the work that
-takes and gives back its own within one thread (DetachedPrincipal, Reader, JobService)."""
+takes and gives back its own within one thread (Caller, Reader, JobService)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from consortium.models import Role
 from gateway.api.app import API_PREFIX, create_app
-from gateway.api.deps import CurrentPrincipal, SessionDep
+from gateway.api.deps import Caller, SessionDep
 from gateway.db import Database
 from gateway.settings import Settings
 
@@ -31,7 +31,7 @@ REQUESTS = 300
 POOL = {"pool_size": 2, "max_overflow": 0, "pool_timeout": 3}
 BOUND_S = 30.0
 ME = f"{API_PREFIX}/me"
-CANCEL = f"{API_PREFIX}/jobs/000000000000/cancel"  # DetachedPrincipal, then JobService: a 404
+CANCEL = f"{API_PREFIX}/jobs/000000000000/cancel"  # Caller, then JobService: a 404
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ async def between_hops(request: Request) -> None:
     await request.app.state.gate.wait()
 
 
-def held(principal: CurrentPrincipal, session: SessionDep,
+def held(principal: Caller, session: SessionDep,
          _: Annotated[None, Depends(between_hops)]) -> int:
     return int(session.scalar(text("SELECT 1")) or 0)
 

@@ -10,7 +10,6 @@ from factories import auth_headers, make_member, make_user
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from starlette.requests import Request
 
 from consortium import authz
 from consortium.authz import Principal, Scope
@@ -18,7 +17,7 @@ from consortium.base import utcnow
 from consortium.errors import PermissionDenied
 from consortium.models import AccessToken, AuditEvent, Member, MemberStatus, Role, User
 from consortium.tokens import MAX_ACTIVE_PATS, token_hash
-from gateway.auth.principal import authenticate
+from gateway.auth.principal import read_principal
 from gateway.settings import Settings
 
 TOKENS = "/api/v1/me/tokens"
@@ -36,10 +35,7 @@ def _bearer(token: str) -> dict[str, str]:
 def _principal(client: TestClient, session: Session, settings: Settings, token: str,
                ) -> Principal:
     """The principal the gateway builds for a request carrying `token`."""
-    request = Request({"type": "http", "app": client.app, "headers": [
-        (b"authorization", f"Bearer {token}".encode())
-    ]})
-    return authenticate(request, session, settings)
+    return read_principal(session, token, settings, oidc=None).principal
 
 
 def test_token_is_shown_once_at_creation_and_never_listed(
@@ -275,29 +271,31 @@ def test_a_user_holds_a_bounded_number_of_tokens(
 
 
 def test_last_use_is_recorded_at_most_once_a_minute(
-    app_client: TestClient, session: Session, settings: Settings
+    app_client: TestClient, session: Session, settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     user = make_user(session, roles={make_member(session): Role.viewer})
     created = _mint(app_client, settings, user, scopes=["usage:read"]).json()
     assert created["last_used_at"] is None
 
-    app_client.get("/api/v1/me", headers=_bearer(created["token"]))
-    row = session.get_one(AccessToken, created["id"])
-    session.refresh(row)
-    first_use = row.last_used_at
-    assert first_use is not None
+    def use_at(seconds_later: float) -> datetime | None:
+        """A use of the token this long after the first; its last use as then recorded."""
+        if seconds_later:
+            moved = first_use + timedelta(seconds=seconds_later)
+            for clock in ("gateway.auth.principal.utcnow", "gateway.auth.authenticator.utcnow"):
+                monkeypatch.setattr(clock, lambda: moved)
+        app_client.get("/api/v1/me", headers=_bearer(created["token"]))
+        row = session.get_one(AccessToken, created["id"])
+        session.refresh(row)
+        return row.last_used_at
 
-    recent = utcnow() - timedelta(seconds=30)
-    session.execute(update(AccessToken).values(last_used_at=recent))
-    app_client.get("/api/v1/me", headers=_bearer(created["token"]))
-    session.refresh(row)
-    assert row.last_used_at == recent
-
-    stale = utcnow() - timedelta(minutes=2)
-    session.execute(update(AccessToken).values(last_used_at=stale))
-    app_client.get("/api/v1/me", headers=_bearer(created["token"]))
-    session.refresh(row)
-    assert row.last_used_at is not None and row.last_used_at > stale + timedelta(minutes=1)
+    first_use = utcnow()
+    recorded = use_at(0)
+    assert recorded is not None and recorded >= first_use
+    first_use = recorded
+    assert use_at(30) == first_use
+    assert use_at(59) == first_use
+    assert use_at(61) == first_use + timedelta(seconds=61)
 
 
 def test_member_suspension_takes_effect_on_the_next_request(

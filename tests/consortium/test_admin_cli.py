@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 
 import pytest
@@ -18,6 +19,7 @@ from gateway.cli.admin import admin_app
 from gateway.db import Database
 
 PASSWORD = "twelve chars or more"
+OS_ACTOR = f"os:{getpass.getuser()}"  # --local: the audit names who ran it on the host
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def cli(fresh_database: Database, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 def run(cli: CliRunner, *args: str, code: int = 0, stdin: str | None = None) -> str:
-    result = cli.invoke(admin_app, list(args), input=stdin)
+    result = cli.invoke(admin_app, ["--local", *args], input=stdin)
     assert result.exit_code == code, result.output
     return result.output
 
@@ -44,7 +46,8 @@ def test_admin_cli_onboards_a_member_and_invites_its_manager_audited_as_cli(
               "--contact-email", "ops@acme.test", "--identity", "local:acme:acme:acme-key")
     assert "member acme created (local)" in out
     listed = run(cli, "member", "list")
-    assert "acme" in listed and "local (acme)" in listed
+    # no cluster is configured here: the identity is recorded, its Slurm account pending
+    assert "acme" in listed and "local (acme, pending)" in listed
     out = run(cli, "invite", "acme", "ada@acme.test")
     assert "https://hpcgw.example.org/ui/invitations/" in out
     link = next(w for w in out.split() if w.startswith("https://"))
@@ -55,13 +58,13 @@ def test_admin_cli_onboards_a_member_and_invites_its_manager_audited_as_cli(
         assert user.email == "ada@acme.test"
     shown = run(cli, "member", "show", "acme")
     assert "ada@acme.test" in shown and "manager" in shown and "acme-key" in shown
-    trail = run(cli, "audit", "--actor", "cli")
+    trail = run(cli, "audit", "--actor", OS_ACTOR)
     for action in ("member.create", "identity.add", "invitation.create"):
         assert action in trail
     assert "invitation.accept" not in trail  # that one is Ada's
     with fresh_database.session() as session:
         events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
-        assert [(e.actor, e.client_addr) for e in events[:3]] == [("cli", "cli")] * 3
+        assert [(e.actor, e.client_addr) for e in events[:3]] == [(OS_ACTOR, "cli")] * 3
 
 
 def test_admin_cli_suspends_and_reactivates_a_member(
@@ -111,7 +114,7 @@ def test_admin_cli_manages_user_accounts(cli: CliRunner, fresh_database: Databas
 ])
 def test_admin_cli_refuses_bad_input_in_one_line_without_traceback(
         cli: CliRunner, args: tuple[str, ...], complaint: str) -> None:
-    result = cli.invoke(admin_app, list(args))
+    result = cli.invoke(admin_app, ["--local", *args])
     assert result.exit_code == 1, result.output
     assert complaint in result.output
     assert "Traceback" not in result.output
@@ -132,6 +135,6 @@ def test_admin_cli_mails_the_invitation_when_smtp_is_configured(
 
 
 def test_hpcgw_mounts_the_admin_commands(cli: CliRunner) -> None:
-    result = cli.invoke(hpcgw, ["admin", "member", "list"])
+    result = cli.invoke(hpcgw, ["admin", "--local", "member", "list"])
     assert result.exit_code == 0, result.output
     assert "slug" in result.output

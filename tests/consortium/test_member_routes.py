@@ -40,7 +40,11 @@ def test_admin_creates_member_with_its_cluster_identities_in_one_call(
     assert answer.status_code == 201, answer.text
     body = answer.json()
     assert body["slug"] == "initech" and body["status"] == "active"
-    assert body["identities"] == [{**identity, "allowed_partitions": None}]
+    # no such cluster configured here: recorded, its Slurm account pending
+    assert body["identities"] == [{**identity, "allowed_partitions": None,
+                                   "provisioning": "pending", "slurm_synced_at": None,
+                                   "slurm_error": "no such cluster in the configuration",
+                                   "removed_at": None}]
     assert (body["templates_only"], body["max_active_jobs"]) == (False, None)
     member_id = body["id"]
     [created] = audit_events(session, "member.create")
@@ -175,7 +179,8 @@ def test_member_details_name_the_key_but_hold_no_key(
     body = app_client.get("/api/v1/members/acme", headers=as_(cast.viewer)).json()
     assert body["identities"][0]["ssh_key_ref"] == "key-acme"
     assert set(body["identities"][0]) == {"cluster", "unix_user", "slurm_account", "ssh_key_ref",
-                                          "allowed_partitions"}
+                                          "allowed_partitions", "provisioning",
+                                          "slurm_synced_at", "slurm_error", "removed_at"}
 
 
 def test_admin_renames_suspends_and_reactivates_a_member_each_change_audited(

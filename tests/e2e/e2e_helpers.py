@@ -56,7 +56,9 @@ def member_on_cluster(session: Session, testcluster: Cluster, who: str) -> Membe
     session.add(ClusterIdentity(member_id=member.id, cluster=testcluster["CLUSTER"],
                                 unix_user=testcluster[f"{who}_USER"],
                                 slurm_account=testcluster[f"{who}_ACCOUNT"],
-                                ssh_key_ref=who.lower()))
+                                ssh_key_ref=who.lower(),
+                                # testcluster.sh made the account: nothing to provision
+                                slurm_synced_generation=1))
     now = utcnow()
     quotas.grant(session, member_id=member.id, amount_msu=GRANT_SU * 1000,
                  kind=AllocationKind.grant, starts_at=now - timedelta(days=1),

@@ -19,6 +19,7 @@ import uvicorn
 
 from gateway.api.app import create_app
 from gateway.jobs.runtime import build_schedulers
+from gateway.logging import configure_logging
 from gateway.settings import Settings
 from schedulers.base import Scheduler
 from schedulers.models import Identity, JobSpec, Submitted
@@ -38,6 +39,9 @@ def die_after_submit(scheduler: Scheduler) -> None:
 
 def main() -> None:
     settings = Settings(**json.loads(os.environ["HPCGW_E2E_SETTINGS"]))
+    # the service's own logs (`hpcgw serve`): bounded JSON tracebacks, not rich's rendering,
+    # which takes seconds of the event loop per error on a busy machine
+    configure_logging(settings.log_level, settings.log_json)
     schedulers = build_schedulers(settings)
     if os.environ.get("HPCGW_E2E_DIE_AFTER_SBATCH") == "1":
         for scheduler in schedulers.values():

@@ -1,13 +1,18 @@
 """The test cluster with slurmctld stopped: the first submission fails after sbatch's own
 timeout, the next ones within a second (the gateway knows the cluster is down), and the retry
 that Retry-After invites, with the same Idempotency-Key, is submitted once the cluster is back.
-The cluster is always brought back up (`restore_cluster`)."""
+Submissions that ask to wait (`when_unavailable: queue`) are forwarded once it is back, in
+order, each once, by the gateway that waited or by a restarted one. The cluster is always
+brought back up (`restore_cluster`)."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import pytest
@@ -23,10 +28,11 @@ from e2e_helpers import (
 )
 from factories import auth_headers
 from fastapi.testclient import TestClient
+from test_faults import GatewayProcess
 
 from gateway.db import Database
 from gateway.jobs import health
-from gateway.jobs.service import marker_for
+from gateway.jobs.submission import marker_for
 from gateway.settings import Settings
 from quotas.models import EntryKind, HoldState
 
@@ -36,6 +42,24 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slurm
 
 JOBS = "/api/v1/jobs"
+
+
+@contextmanager
+def outage(cluster: Cluster) -> Iterator[None]:
+    """slurmctld stopped for the block (the test starts it again when it wants); the cluster
+    up again at the end whatever happens."""
+    try:
+        cluster.control("stop", "slurmctld")
+        yield
+    finally:
+        cluster.control("up")
+
+
+class Api(Protocol):
+    """The in-process TestClient, or an httpx.Client on a gateway process."""
+
+    def get(self, url: str, *, headers: dict[str, str]) -> httpx.Response: ...
+    def post(self, url: str, *, headers: dict[str, str], json: Any = None) -> httpx.Response: ...
 
 
 def timed_post(client: TestClient, headers: dict[str, str], body: dict[str, Any]
@@ -124,3 +148,82 @@ def test_a_tracker_cycle_that_cannot_reach_slurmctld_makes_the_next_submission_f
     ended = until_ended(gateway, alice, tracked, within=90)
     assert ended["state"] == "completed", ended
     assert open_holds(fresh_database) == 0
+
+
+# --- submissions that wait for the cluster ------------------------------------------------------
+
+def submit_five_to_wait(api: Api, world: World, settings: Settings) -> tuple[list[str], str]:
+    """Five jobs sent while slurmctld is down, all accepted to wait (202), the third then
+    cancelled: (the four left in submission order, the cancelled one)."""
+    bob = auth_headers(settings, world.bob)
+    ids = []
+    for n in range(5):
+        body = {**script_job(world.beta_project, "#!/bin/bash\nsleep 1\n", name=f"wait{n}"),
+                "when_unavailable": "queue"}
+        answer, seconds = timed_post(api, bob, body)  # type: ignore[arg-type]
+        assert answer.status_code == 202, answer.text
+        job = answer.json()
+        assert job["state"] == "waiting" and job["detail"].startswith("cluster unavailable")
+        print(f"waiting job {n} accepted in {seconds:.2f} s")
+        ids.append(job["id"])
+    cancelled = api.post(f"{JOBS}/{ids[2]}/cancel", headers=bob)
+    assert (cancelled.status_code, cancelled.json()["state"]) == (200, "cancelled")
+    return [i for i in ids if i != ids[2]], ids[2]
+
+
+def forwarded_in_order(api: Api, world: World, settings: Settings, *, cluster: Cluster,
+                       database: Database, kept: list[str], cancelled: str) -> None:
+    """Start slurmctld: the four forwarded, each once, in submission order, and ending
+    completed with their charges; the cancelled one never reaches Slurm."""
+    bob = auth_headers(settings, world.bob)
+    started = time.monotonic()
+    cluster.control("up")
+    up = time.monotonic()
+
+    def all_sent() -> list[str] | None:
+        jobs = [api.get(f"{JOBS}/{i}", headers=bob).json() for i in kept]
+        sent = [j["scheduler_id"] for j in jobs]
+        return sent if all(sent) else None
+    slurm_ids: list[str] = wait_for("the waiting jobs are forwarded", all_sent, within=120)
+    done = time.monotonic()
+    print(f"slurmctld started in {up - started:.1f} s; the four waiting jobs forwarded "
+          f"{done - up:.1f} s later ({done - started:.1f} s after the start began)")
+    assert [int(i) for i in slurm_ids] == sorted(int(i) for i in slurm_ids)  # in order
+    name = settings.clusters[0].name
+    for public_id, slurm_id in zip(kept, slurm_ids, strict=True):
+        assert slurm_jobs_with_marker(cluster, marker_for(name, public_id)) == {slurm_id}
+        ended = until_ended(api, bob, public_id, within=120)  # type: ignore[arg-type]
+        assert ended["state"] == "completed", ended
+        states = [e["to_state"] for e in ended["events"]]
+        waited = states.index("waiting")
+        assert states[waited:waited + 3] == ["waiting", "submitting", "pending"], states
+        assert ledger_kinds(database, public_id)[:1] == [EntryKind.hold]
+        assert hold_state(database, public_id) == HoldState.settled
+    assert slurm_jobs_with_marker(cluster, marker_for(name, cancelled)) == set()
+    assert hold_state(database, cancelled) == HoldState.released
+    assert ledger_kinds(database, cancelled) == [EntryKind.hold, EntryKind.release]
+    assert open_holds(database) == 0
+
+
+def test_jobs_sent_to_wait_while_slurmctld_is_down_are_forwarded_once_in_order(
+        *, gateway: TestClient, world: World, settings: Settings, fresh_database: Database,
+        restore_cluster: Cluster) -> None:
+    with outage(restore_cluster):
+        print()
+        kept, cancelled = submit_five_to_wait(gateway, world, settings)
+        forwarded_in_order(gateway, world, settings, cluster=restore_cluster,
+                           database=fresh_database, kept=kept, cancelled=cancelled)
+
+
+def test_waiting_jobs_survive_a_gateway_restart_and_are_forwarded_once_in_order(
+        *, world: World, settings: Settings, fresh_database: Database,
+        restore_cluster: Cluster, tmp_path: Path) -> None:
+    before = GatewayProcess(settings, fresh_database, tmp_path / "before.log")
+    after = GatewayProcess(settings, fresh_database, tmp_path / "after.log")
+    with outage(restore_cluster):
+        print()
+        with before.running():
+            kept, cancelled = submit_five_to_wait(before.client, world, settings)
+        with after.running():
+            forwarded_in_order(after.client, world, settings, cluster=restore_cluster,
+                               database=fresh_database, kept=kept, cancelled=cancelled)

@@ -18,6 +18,7 @@ from consortium.base import utcnow
 from consortium.models import AuditEvent, ClusterIdentity, Outcome, User
 from gateway.auth.principal import principal_for_user
 from gateway.db import Database
+from gateway.jobs import outcomes
 from gateway.jobs.models import Job, JobState
 from gateway.jobs.schemas import JobCreate
 from gateway.jobs.service import JobService
@@ -355,8 +356,7 @@ def test_an_id_the_tracker_already_stored_is_kept(
         client: TestClient, world: World, as_: Headers, fake: FakeScheduler,
         database: Database) -> None:
     public_id = submit(client, as_(world.researcher), world.project).json()["id"]
-    service = client.app.state.jobs  # type: ignore[attr-defined]
     with database.transaction() as tx:
         job = tx.scalars(select(Job).where(Job.public_id == public_id)).one()
-        assert service._submitted(tx, job, fake.only().id) == (True, False, None)
+        assert outcomes.submitted(tx, job, fake.only().id) == (True, False, None)
     assert fake.cancelled == []

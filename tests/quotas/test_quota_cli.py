@@ -3,6 +3,7 @@ a database of its own built from the settings (HPCGW_* variables and a TOML file
 
 from __future__ import annotations
 
+import getpass
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_grant_creates_an_earmarked_allocation_and_says_what_it_did(env: Databas
     with env.session() as session:
         [allocation] = session.scalars(select(Allocation)).all()
         assert (allocation.granted_msu, allocation.kind, allocation.note, allocation.created_by) \
-            == (12_500, AllocationKind.supplement, "call 2030", "cli")
+            == (12_500, AllocationKind.supplement, "call 2030", f"os:{getpass.getuser()}")
         assert allocation.project_id is not None
 
 

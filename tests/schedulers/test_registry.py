@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from factories import WEIGHTS
 
+from schedulers.base import StagesSubmissions
 from schedulers.config import ClusterConfig, IdentityConfig, PartitionConfig
 from schedulers.local import LocalScheduler
 from schedulers.registry import build_accounting_sync, build_scheduler, check_cluster
@@ -41,6 +42,8 @@ async def test_each_backend_comes_from_its_configuration(tmp_path: Path) -> None
     try:
         assert isinstance(laptop, LocalScheduler)
         assert isinstance(far, SlurmSshScheduler)
+        # staging a submission is an optional capability, slurm_ssh's alone
+        assert isinstance(far, StagesSubmissions) and not isinstance(laptop, StagesSubmissions)
         assert build_accounting_sync(local(tmp_path)) is None
         shared = build_accounting_sync(slurm(tmp_path), far)
         assert isinstance(shared, SlurmAccountingSync) and shared.scheduler is far

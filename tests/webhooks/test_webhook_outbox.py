@@ -35,8 +35,7 @@ def subscribe(session: Session, world: World, settings: Settings) -> None:
 
 
 def _lookups(database: Database, do: Callable[[], Any]) -> list[str]:
-    """The statements that read a project's webhook subscriptions while `do` runs (not the
-    EXISTS a statement reading the project adds)."""
+    """The statements that read a project's webhook subscriptions while `do` runs."""
     reads: list[str] = []
 
     def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
@@ -55,15 +54,15 @@ def test_a_submission_reads_its_projects_subscriptions_once_per_transaction(
         *, client: TestClient, world: World, database: Database, session: Session,
         settings: Settings, as_: Headers) -> None:
     answers: list[Any] = []
-    # a project without subscriptions: known from the statements that read the project and
-    # lock the job, no lookup at all
-    assert _lookups(database, lambda: answers.append(
-        submit(client, as_(world.researcher), world.project))) == []
+    # with or without subscriptions: one lookup in the transaction before sbatch (its job
+    # changes state twice there) and one in the transaction after it
+    unsubscribed = _lookups(database, lambda: answers.append(
+        submit(client, as_(world.researcher), world.project)))
     subscribe(session, world, settings)
-    reads = _lookups(database, lambda: answers.append(
+    subscribed = _lookups(database, lambda: answers.append(
         submit(client, as_(world.researcher), world.project)))
     assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
-    assert len(reads) == 2  # the transaction before sbatch and the one after it
+    assert (len(unsubscribed), len(subscribed)) == (2, 2)
     payloads = session.scalars(select(WebhookDelivery.payload).order_by(WebhookDelivery.id))
     assert [f'"to_state":"{state}"' in body for body, state in zip(
         payloads, ["accepted", "submitting", "pending"], strict=True)] == [True] * 3

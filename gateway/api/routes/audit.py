@@ -16,7 +16,7 @@ from consortium.bounds import Instant
 from consortium.errors import PermissionDenied
 from consortium.models import Outcome
 from consortium.schemas import AuditEventOut, AuditFilter
-from gateway.api.deps import CurrentPrincipal, SessionDep
+from gateway.api.deps import Caller, SessionDep
 from gateway.api.errors import problems
 from gateway.api.schemas import Page
 
@@ -49,7 +49,7 @@ def denials_audited(session: Session, principal: Principal, context: RequestCont
 def list_audit(
     *,
     session: SessionDep,
-    principal: CurrentPrincipal,
+    principal: Caller,
     member: Annotated[str | None, Query(description="member slug")] = None,
     actor: Annotated[str | None, Query(max_length=320, pattern=_PRINTABLE,
                                        description="email, or cli / system")] = None,

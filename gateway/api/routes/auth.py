@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from consortium.errors import InvalidInput
 from consortium.models import Member, Membership, User
-from gateway.api.deps import ContextDep, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep
+from gateway.api.deps import Caller, ContextDep, DatabaseDep, SessionDep, SettingsDep
 from gateway.api.errors import problems
 from gateway.auth import login
 from gateway.auth.schemas import MeMembership, MeOut, TokenResponse
@@ -88,7 +88,7 @@ def logout(
 
 
 @router.get("/me", operation_id="me-get", response_model=MeOut, responses=problems(401))
-def me(principal: CurrentPrincipal, session: SessionDep) -> MeOut:
+def me(principal: Caller, session: SessionDep) -> MeOut:
     """The caller, its memberships, and what the credential of this request allows."""
     user = session.get_one(User, principal.user_id)
     rows = session.execute(

@@ -18,21 +18,18 @@ from consortium.schemas import (
     InvitationOut,
     MembershipOut,
 )
-from consortium.service import Action, InvitationGone
+from consortium.service import Action
 from gateway.api.deps import (
+    Caller,
     ContextDep,
-    CurrentPrincipal,
-    OptionalPrincipal,
+    OptionalCaller,
     SessionDep,
     SettingsDep,
 )
-from gateway.api.errors import problems, register_status
+from gateway.api.errors import problems
 from gateway.api.routes.audit import denials_audited
 from gateway.api.routes.members import CurrentMember, RowId
 from gateway.logging import log
-
-# An invitation that was used, revoked or has expired is gone for good: 410, not 404.
-register_status(InvitationGone, 410)
 
 router = APIRouter(tags=["invitations"])
 
@@ -40,7 +37,7 @@ router = APIRouter(tags=["invitations"])
 @router.post("/members/{member}/invitations", operation_id="invitations-create", status_code=201,
              response_model=InvitationCreated, responses=problems(401, 403, 404, 409, 422))
 def create_invitation(*, body: InvitationCreate, member: CurrentMember, session: SessionDep,
-                      principal: CurrentPrincipal, context: ContextDep,
+                      principal: Caller, context: ContextDep,
                       settings: SettingsDep) -> InvitationCreated:
     """Invite someone to the member with a role (its managers, admins).
 
@@ -67,7 +64,7 @@ def create_invitation(*, body: InvitationCreate, member: CurrentMember, session:
             response_model=list[InvitationOut],
             responses=problems(401, 403, 404))
 def list_invitations(*, member: CurrentMember, session: SessionDep,
-                     principal: CurrentPrincipal) -> list[InvitationOut]:
+                     principal: Caller) -> list[InvitationOut]:
     """The member's invitations, newest first, with their status (never their token)."""
     now = utcnow()
     return [InvitationOut.of(i, now)
@@ -78,7 +75,7 @@ def list_invitations(*, member: CurrentMember, session: SessionDep,
                status_code=204,
                response_class=Response, responses=problems(401, 403, 404, 409, 422))
 def revoke_invitation(*, invitation_id: RowId, member: CurrentMember, session: SessionDep,
-                      principal: CurrentPrincipal, context: ContextDep) -> Response:
+                      principal: Caller, context: ContextDep) -> Response:
     """Revoke a pending invitation (409 if it was already accepted)."""
     member_id = member.id
     with denials_audited(session, principal, context, Action.invitation_revoke, member_id):
@@ -92,7 +89,7 @@ def revoke_invitation(*, invitation_id: RowId, member: CurrentMember, session: S
              responses=problems(401, 403, 404, 409, 410, 422), openapi_extra={"security": [{}]})
 def accept_invitation(*, token: Annotated[str, Path(max_length=128)], body: InvitationAccept,
                       session: SessionDep, context: ContextDep,
-                      signed_in: OptionalPrincipal) -> InvitationAccepted:
+                      signed_in: OptionalCaller) -> InvitationAccepted:
     """Accept an invitation (the token in the path is the invitation's credential).
 
     An account that exists joins only when signed in as it (a login, not a personal access

@@ -1,8 +1,9 @@
 """Jobs: submit (with Idempotency-Key), list, read, cancel, output, events, files.
 
-Reads of jobs come from the database only, authenticated and read in one short transaction in
-one worker thread (AuthenticatedRead). Routes that wait on a cluster are `async` and touch the
-database in worker threads (JobService), never holding a connection across the wait.
+Reads of jobs come from the database only, in one short transaction in one worker thread
+(ReaderDep); a job's detail, the read clients poll, through gateway.jobs.reads. Routes that
+wait on a cluster are `async` and touch the database in worker threads (JobService), never
+holding a connection across the wait.
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel
 from sqlalchemy.orm import Session
 
-from consortium.authz import Principal, Scope
 from consortium.bounds import MAX_ID, Id, Instant, Offset
 from gateway.api import examples
 from gateway.api.deps import (
-    AuthenticatedRead,
+    Caller,
     ContextDep,
-    DetachedPrincipal,
+    JobReadsDep,
     JobServiceDep,
+    ReaderDep,
 )
-from gateway.api.errors import problems, register_status
+from gateway.api.errors import problems
+from gateway.api.etags import matches_any, revision_etag
 from gateway.api.examples import json_example
 from gateway.api.schemas import Page
-from gateway.jobs import errors, idempotency, repository
+from gateway.jobs import idempotency, repository
 from gateway.jobs.arrays import MAX_TASK_ID
 from gateway.jobs.models import JobState
 from gateway.jobs.schemas import (
@@ -43,15 +45,9 @@ from gateway.jobs.schemas import (
     file_path,
     relative_path,
 )
-from gateway.jobs.views import job_detail, job_out
-from quotas.errors import QuotaExceeded
+from gateway.jobs.views import job_out
 
 router = APIRouter(tags=["jobs"])
-
-for error, status in ((QuotaExceeded, 403), (errors.ClusterUnavailable, 503),
-                      (errors.ClusterTimeout, 504), (errors.SubmissionRejected, 422),
-                      (errors.FileTooLarge, 413)):
-    register_status(error, status)
 
 EVENT_STREAM = "text/event-stream"
 KEEPALIVE_SECONDS = 15.0
@@ -59,6 +55,8 @@ JOBS_PATH = "/api/v1/jobs"
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id")]
 FileInJob = Annotated[str, Path(max_length=500), AfterValidator(file_path)]
 _JOB = {"model": JobDetail}
+_ETAG = {"ETag": {"description": "the job's revision (a strong validator)",
+                  "schema": {"type": "string"}}}
 
 
 def _sse_doc(*events: str) -> dict[str, Any]:
@@ -81,13 +79,14 @@ def _model(body: BaseModel) -> Response:
     "/jobs", status_code=201, response_model=JobDetail, operation_id="jobs-submit",
     responses={201: json_example(examples.JOB_DETAIL),
                202: {**_JOB, "description": "sent, no answer: the job is `unknown` until the "
-                                            "tracker finds it by its marker"},
+                                            "tracker finds it by its marker; or not sent: the "
+                                            "job is `waiting` for its cluster (hold taken)"},
                **problems(401, 403, 404, 409, 422, 503)},
 )
 async def submit_job(
     *,
     body: Annotated[JobCreate, Body(openapi_examples=examples.JOB_CREATE)],
-    principal: DetachedPrincipal,
+    principal: Caller,
     jobs: JobServiceDep,
     context: ContextDep,
     idempotency_key: Annotated[str | None, Header(
@@ -96,7 +95,9 @@ async def submit_job(
                     "refusal (nothing executed) is not kept, its retry runs anew")] = None,
 ) -> Response:
     """Submit a script, or a template with its parameters. 201 with the job once the cluster
-    has it; 202 if the cluster's answer was lost (the job is `unknown`, never submitted twice).
+    has it; 202 if the cluster's answer was lost (the job is `unknown`, never submitted twice),
+    or if the job waits for a cluster that cannot be reached or is in a maintenance window
+    (`when_unavailable: queue`: the job is `waiting`, its hold taken, sent once it answers).
     Refusals: 403 (policy, `quota-exceeded` with the numbers), 409, 422 (with field paths),
     503 with Retry-After when the cluster cannot be reached (nothing submitted, hold released)."""
     if idempotency_key is None:
@@ -124,7 +125,7 @@ async def submit_job(
              responses={200: json_example(examples.JOB_QUOTE),
                         **problems(401, 403, 404, 409, 422)})
 async def quote_job(body: Annotated[JobCreate, Body(openapi_examples=examples.JOB_CREATE)],
-                    principal: DetachedPrincipal,
+                    principal: Caller,
                     jobs: JobServiceDep) -> JobQuote:
     """What submitting this body now would be quoted and held, and whether it would be
     accepted (`fits`; `message` says why not: quota, job cap). The script's `#SBATCH` lines
@@ -137,7 +138,8 @@ async def quote_job(body: Annotated[JobCreate, Body(openapi_examples=examples.JO
             responses=problems(401, 422))
 async def list_jobs(
     *,
-    read: AuthenticatedRead,
+    principal: Caller,
+    read: ReaderDep,
     project: Annotated[Id | None, Query(description="project id")] = None,
     user: Annotated[Id | None, Query(description="user id")] = None,
     state: Annotated[list[JobState] | None, Query(description="repeat for several")] = None,
@@ -151,7 +153,7 @@ async def list_jobs(
     filters = repository.JobFilters(project_id=project, user_id=user, states=state or (),
                                     cluster=cluster, since=since)
 
-    def page(session: Session, principal: Principal) -> Response:
+    def page(session: Session) -> Response:
         found = repository.list_jobs(session, principal, filters,
                                      before_id=int(cursor) if cursor else None, limit=limit + 1)
         items = found[:limit]
@@ -163,21 +165,28 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, operation_id="jobs-get",
-            responses={200: json_example(examples.JOB_DETAIL),
+            responses={200: {**json_example(examples.JOB_DETAIL), "headers": _ETAG},
+                       304: {"description": "the job is unchanged since the tag sent in "
+                                            "If-None-Match", "headers": _ETAG},
                        **problems(401, 403, 404, 422)})
-async def get_job(job_id: JobId, read: AuthenticatedRead) -> Response:
-    """A job with its request, quote, charge, timings, events and pending reason."""
-    def detail(session: Session, principal: Principal) -> Response:
-        job = repository.visible_job(session, principal, job_id, Scope.jobs_read)
-        return _model(job_detail(job, repository.events_of(session, job.id),
-                                 repository.tasks_of(session, job)))
-    return await read(detail)
+async def get_job(job_id: JobId, principal: Caller, reads: JobReadsDep,
+                  if_none_match: Annotated[str | None, Header(
+                      max_length=8192, description="the ETag of a copy held: 304 (no body) "
+                                                   "while the job is unchanged")] = None,
+                  ) -> Response:
+    """A job with its request, quote, charge, timings, events and pending reason. The ETag
+    changes with every change of the job: poll with If-None-Match."""
+    answer = await reads.detail(principal, job_id)
+    headers = {"ETag": revision_etag(answer.revision)}
+    if if_none_match is not None and matches_any(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body, media_type="application/json", headers=headers)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobDetail, operation_id="jobs-cancel",
              responses={202: {**_JOB, "description": "the cluster was asked to stop it"},
                         **problems(401, 403, 404, 409, 422, 503, 504)})
-async def cancel_job(job_id: JobId, principal: DetachedPrincipal, jobs: JobServiceDep,
+async def cancel_job(job_id: JobId, principal: Caller, jobs: JobServiceDep,
                      context: ContextDep) -> JSONResponse:
     """Idempotent: 200 once the job has ended (a job not yet submitted ends here), 202 while
     the cluster stops it; the tracker then records its end and charge."""
@@ -201,7 +210,7 @@ async def read_output(
     *,
     job_id: JobId,
     request: Request,
-    principal: DetachedPrincipal,
+    principal: Caller,
     jobs: JobServiceDep,
     stream: OutputStream = OutputStream.stdout,
     offset: Annotated[Offset, Query()] = 0,
@@ -238,7 +247,7 @@ async def read_output(
             responses={200: _sse_doc("state"), **problems(401, 403, 404, 422)})
 async def job_events(
     job_id: JobId,
-    principal: DetachedPrincipal,
+    principal: Caller,
     jobs: JobServiceDep,
     last_event_id: Annotated[Offset | None, Header(description="resume after this event")]
     = None,
@@ -270,7 +279,7 @@ _FILE = {"content": {"application/octet-stream": {"schema": {"type": "string",
 @router.get("/jobs/{job_id}/files", response_model=FileListing, operation_id="jobs-files-list",
             responses=problems(401, 403, 404, 409, 422, 503, 504))
 async def list_job_files(
-    job_id: JobId, principal: DetachedPrincipal, jobs: JobServiceDep,
+    job_id: JobId, principal: Caller, jobs: JobServiceDep,
     path: Annotated[str, Query(max_length=500, description=(
         "a directory of the job's working directory; default: the working directory")),
         AfterValidator(relative_path)] = "",
@@ -283,7 +292,7 @@ async def list_job_files(
 @router.get("/jobs/{job_id}/files/{path:path}", response_class=Response,
             operation_id="jobs-files-get",
             responses={200: _FILE, **problems(401, 403, 404, 409, 422, 503, 504)})
-async def download_job_file(job_id: JobId, path: FileInJob, principal: DetachedPrincipal,
+async def download_job_file(job_id: JobId, path: FileInJob, principal: Caller,
                             jobs: JobServiceDep) -> Response:
     """A file of the job's working directory (a checkpoint, a result), size-capped. A
     directory is refused (422): list it with `GET /jobs/{job_id}/files?path=...`."""
@@ -304,7 +313,7 @@ MemberSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
             operation_id="member-files-put",
             responses=problems(401, 403, 404, 409, 413, 422, 503, 504))
 async def upload_file(*, member: MemberSlug, path: FileInJob, request: Request,
-                      principal: DetachedPrincipal, jobs: JobServiceDep, context: ContextDep,
+                      principal: Caller, jobs: JobServiceDep, context: ContextDep,
                       cluster: str | None = None) -> dict[str, Any]:
     """Write a file (the request body, whole) into the member's work directory on a cluster.
     The body is capped at `jobs.file_max_bytes` while it is read (gateway.api.middleware)."""
@@ -317,7 +326,7 @@ async def upload_file(*, member: MemberSlug, path: FileInJob, request: Request,
 @router.get("/members/{member}/files/{path:path}", response_class=Response,
             operation_id="member-files-get",
             responses={200: _FILE, **problems(401, 403, 404, 409, 422, 503, 504)})
-async def download_file(member: MemberSlug, path: FileInJob, principal: DetachedPrincipal,
+async def download_file(member: MemberSlug, path: FileInJob, principal: Caller,
                         jobs: JobServiceDep, cluster: str | None = None) -> Response:
     """A file of the member's work directory on a cluster, size-capped."""
     data = await jobs.get_member_file(principal, member, cluster_name=cluster, path=path)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from gateway.api.deps import DatabaseDep
+from gateway import metrics as figures
+from gateway.api.deps import DatabaseDep, SettingsDep
 from gateway.api.errors import problems
 from gateway.api.schemas import Status
+from gateway.jobs.models import JobState
 
 router = APIRouter(tags=["operations"])
 
@@ -33,5 +35,8 @@ def readyz(database: DatabaseDep, response: Response) -> Status:
 
 
 @router.get("/metrics", operation_id="operations-metrics", response_class=Response)
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(database: DatabaseDep, settings: SettingsDep) -> Response:
+    """Prometheus metrics (docs/monitoring/): requests, jobs, trackers, SSH, quotas, webhooks."""
+    body = figures.exposition(database, [c.name for c in settings.clusters],
+                              [state.value for state in JobState])
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

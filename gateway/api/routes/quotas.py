@@ -7,13 +7,10 @@ member's Slurm limit push it after the request's transaction has committed (`Lim
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, select
 
 from consortium.authz import Principal, Scope, require, require_admin
@@ -21,16 +18,18 @@ from consortium.base import utcnow
 from consortium.bounds import Id, Instant
 from consortium.errors import InvalidInput, NotFound
 from consortium.models import Member, Project
-from gateway.api.deps import ContextDep, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep
-from gateway.api.errors import problems, register_status
+from gateway.api.csv_export import CSV, csv_response
+from gateway.api.deps import Caller, ContextDep, DatabaseDep, SessionDep, SettingsDep
+from gateway.api.errors import problems
 from gateway.api.routes.audit import denials_audited
 from gateway.api.routes.members import CurrentMember
 from gateway.api.schemas import Page
 from gateway.backstop import limit_sinks
 from gateway.db import Database
+from gateway.footprint import usage as footprint
+from gateway.footprint.schemas import AggregatesOut, aggregates_csv
 from gateway.logging import log
 from quotas import backstop, repository, service, usage
-from quotas.errors import QuotaExceeded
 from quotas.models import Alert, AllocationState, EntryKind, LedgerEntry
 from quotas.rates import rate_card, to_su
 from quotas.schemas import (
@@ -46,9 +45,7 @@ from quotas.schemas import (
 )
 
 router = APIRouter(tags=["quotas"])
-register_status(QuotaExceeded, 403)
 
-CSV = "text/csv"
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {CSV: {"schema": {"type": "string"}}}}}
 IdempotencyKey = Annotated[str | None, Header(pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
@@ -102,20 +99,6 @@ def _wants_csv(request: Request, format: str | None) -> bool:
     return CSV in request.headers.get("accept", "")
 
 
-def _csv(rows: Iterator[Sequence[object]], filename: str) -> StreamingResponse:
-    def lines() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in rows:
-            writer.writerow(row)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-
-    return StreamingResponse(lines(), media_type=f"{CSV}; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-
-
 # --- allocations ---------------------------------------------------------------------------
 
 
@@ -123,7 +106,7 @@ def _csv(rows: Iterator[Sequence[object]], filename: str) -> StreamingResponse:
              response_model=AllocationOut,
              responses=problems(401, 403, 404, 409, 422))
 def grant_allocation(*, pushes: LimitPushes, body: AllocationIn, member: CurrentMember,
-                     session: SessionDep, principal: CurrentPrincipal, context: ContextDep,
+                     session: SessionDep, principal: Caller, context: ContextDep,
                      idempotency_key: IdempotencyKey = None) -> AllocationOut:
     """Grant hours to a member, optionally earmarked to one of its projects (admins)."""
     member_id = member.id
@@ -148,7 +131,7 @@ def grant_allocation(*, pushes: LimitPushes, body: AllocationIn, member: Current
             response_model=list[AllocationOut],
             responses=problems(401, 403, 404, 422))
 def list_allocations(*, member: CurrentMember, session: SessionDep,
-                     principal: CurrentPrincipal,
+                     principal: Caller,
                      state: AllocationState | None = None) -> list[AllocationOut]:
     """The member's allocations with their balances, oldest period first."""
     _reader(principal, member)
@@ -161,7 +144,7 @@ def list_allocations(*, member: CurrentMember, session: SessionDep,
              operation_id="allocations-adjust", status_code=201,
              response_model=LedgerEntryOut, responses=problems(401, 403, 404, 409, 422))
 def adjust_allocation(*, pushes: LimitPushes, allocation_id: Id, body: AdjustmentIn,
-                      member: CurrentMember, session: SessionDep, principal: CurrentPrincipal,
+                      member: CurrentMember, session: SessionDep, principal: Caller,
                       context: ContextDep,
                       idempotency_key: IdempotencyKey = None) -> LedgerEntryOut:
     """Add hours to an allocation or take some back, with a reason (admins)."""
@@ -179,7 +162,7 @@ def adjust_allocation(*, pushes: LimitPushes, allocation_id: Id, body: Adjustmen
              response_model=LedgerEntryOut,
              responses=problems(401, 403, 404, 409, 422))
 def refund_job(*, pushes: LimitPushes, body: RefundIn, member: CurrentMember,
-               session: SessionDep, principal: CurrentPrincipal, context: ContextDep,
+               session: SessionDep, principal: Caller, context: ContextDep,
                idempotency_key: IdempotencyKey = None) -> LedgerEntryOut:
     """Give back part or all of a job's charge, with a reason (admins)."""
     member_id = member.id
@@ -217,15 +200,34 @@ def _usage_rows(report: usage.UsageReport) -> Iterator[Sequence[object]]:
 @router.get("/members/{member}/usage", operation_id="members-usage", response_model=UsageOut,
             responses={**CSV_RESPONSE, **problems(401, 403, 404, 422)})
 def member_usage(*, request: Request, member: CurrentMember, session: SessionDep,
-                 principal: CurrentPrincipal, format: Format = None) -> UsageOut | Response:
+                 principal: Caller, format: Format = None) -> UsageOut | Response:
     """Allocated, used, held, available, burn rate, projected exhaustion, and who spent what,
     over the member's current (not closed) allocations. Every figure is a sum of ledger
     entries. JSON, or CSV (one figure a row)."""
     _reader(principal, member)
     report = usage.report(session, member.id)
     if _wants_csv(request, format):
-        return _csv(_usage_rows(report), f"{member.slug}-usage.csv")
+        return csv_response(_usage_rows(report), f"{member.slug}-usage.csv")
     return UsageOut.of(report)
+
+
+@router.get("/members/{member}/footprint", operation_id="members-footprint",
+            response_model=AggregatesOut,
+            responses={**CSV_RESPONSE, **problems(401, 403, 404, 422)})
+def member_footprint(
+    *, request: Request, member: CurrentMember, session: SessionDep, principal: Caller,
+    since: Annotated[Instant | None, Query(description="jobs ended at or after")] = None,
+    until: Annotated[Instant | None, Query(description="jobs ended before")] = None,
+    format: Format = None,
+) -> AggregatesOut | Response:
+    """Energy (kWh) and carbon (gCO2e) of the member's settled jobs, by project, user, domain
+    and month, each split into measured and estimated, with everyday equivalents. JSON, or CSV
+    (one line a group; the `figures` column says measured or estimated)."""
+    _reader(principal, member)
+    out = AggregatesOut.of(footprint.of_member(session, member.id, since=since, until=until))
+    if _wants_csv(request, format):
+        return csv_response(aggregates_csv(out), f"{member.slug}-footprint.csv")
+    return out
 
 
 LEDGER_COLUMNS = ["id", "at", "allocation_id", "kind", "amount_msu", "amount_su", "project_id",
@@ -259,7 +261,7 @@ def member_ledger(
     member: CurrentMember,
     session: SessionDep,
     database: DatabaseDep,
-    principal: CurrentPrincipal,
+    principal: Caller,
     kind: Annotated[list[EntryKind] | None, Query()] = None,
     allocation: Id | None = None,
     job: Annotated[str | None, Query(max_length=64)] = None,
@@ -276,7 +278,7 @@ def member_ledger(
     query = repository.ledger_query(member.id, kinds=kind or (), allocation_id=allocation,
                                     job_id=job, since=since, until=until)
     if _wants_csv(request, format):
-        return _csv(_ledger_rows(database, query), f"{member.slug}-ledger.csv")
+        return csv_response(_ledger_rows(database, query), f"{member.slug}-ledger.csv")
     if cursor is not None:
         query = query.where(LedgerEntry.id < int(cursor))
     entries = session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit + 1)).all()
@@ -290,7 +292,7 @@ def member_ledger(
             response_model=list[AlertOut],
             responses=problems(401, 403, 404))
 def member_alerts(*, member: CurrentMember, session: SessionDep,
-                  principal: CurrentPrincipal) -> list[AlertOut]:
+                  principal: Caller) -> list[AlertOut]:
     """Thresholds the member's allocations have crossed (50/80/90/100 % used, exhaustion
     projected before the period ends), newest first."""
     _reader(principal, member)
@@ -305,7 +307,7 @@ def member_alerts(*, member: CurrentMember, session: SessionDep,
 @router.get("/clusters/{cluster}/rates", operation_id="clusters-rates", response_model=RateCardOut,
             responses=problems(401, 404))
 def cluster_rates(*, cluster: str, settings: SettingsDep,
-                  principal: CurrentPrincipal) -> RateCardOut:
+                  principal: Caller) -> RateCardOut:
     """The rate card: SU per hour of each partition, from the configuration quotes use."""
     config = settings.cluster(cluster)
     if config is None:

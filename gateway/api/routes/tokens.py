@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 from consortium import tokens
 from consortium.base import utcnow
 from consortium.bounds import Id
-from gateway.api.deps import ContextDep, CurrentPrincipal, SessionDep
+from gateway.api.deps import Caller, ContextDep, SessionDep
 from gateway.api.errors import problems
 from gateway.api.schemas import Page
 from gateway.auth.schemas import PersonalTokenCreate, PersonalTokenCreated, PersonalTokenOut
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/me/tokens", tags=["auth"])
 @router.post("", operation_id="tokens-create", status_code=201, response_model=PersonalTokenCreated,
              responses=problems(401, 403, 409, 422))
 def create_token(
-    body: PersonalTokenCreate, principal: CurrentPrincipal, session: SessionDep,
+    body: PersonalTokenCreate, principal: Caller, session: SessionDep,
     context: ContextDep,
 ) -> PersonalTokenCreated:
     """Mint a token. Its scopes cannot exceed your roles (403); the `token` field of this
@@ -43,7 +43,7 @@ def create_token(
 
 @router.get("", operation_id="tokens-list", response_model=Page[PersonalTokenOut],
             responses=problems(401))
-def list_tokens(principal: CurrentPrincipal, session: SessionDep) -> Page[PersonalTokenOut]:
+def list_tokens(principal: Caller, session: SessionDep) -> Page[PersonalTokenOut]:
     """Your tokens not revoked (at most 100), oldest first; never their secret."""
     return Page[PersonalTokenOut](items=[
         PersonalTokenOut.model_validate(t)
@@ -53,7 +53,7 @@ def list_tokens(principal: CurrentPrincipal, session: SessionDep) -> Page[Person
 
 @router.delete("", operation_id="tokens-revoke-all", status_code=204, responses=problems(401))
 def revoke_all_tokens(
-    principal: CurrentPrincipal, session: SessionDep, context: ContextDep
+    principal: Caller, session: SessionDep, context: ContextDep
 ) -> None:
     """Revoke every one of your tokens, from the next request on."""
     tokens.revoke_personal_tokens(session, principal, token_id=None, now=utcnow(),
@@ -64,7 +64,7 @@ def revoke_all_tokens(
                responses=problems(401, 404))
 def revoke_token(
     token_id: Annotated[Id, Path()],
-    principal: CurrentPrincipal,
+    principal: Caller,
     session: SessionDep,
     context: ContextDep,
 ) -> None:

@@ -15,10 +15,9 @@ from consortium import service as consortium
 from consortium.authz import Principal
 from consortium.models import Project
 from gateway.api.deps import (
+    Caller,
     ContextDep,
-    CurrentPrincipal,
     DatabaseDep,
-    DetachedPrincipal,
     SessionDep,
     SettingsDep,
 )
@@ -35,14 +34,14 @@ WEBHOOKS = "/members/{member}/projects/{project}/webhooks"
 
 
 def current_project(project: str, member: CurrentMember, session: SessionDep,
-                    principal: CurrentPrincipal) -> Project:
+                    principal: Caller) -> Project:
     return consortium.get_project(session, principal, member, project)
 
 
 CurrentProject = Annotated[Project, Depends(current_project)]
 
 
-async def webhook_creator(member: str, project: str, principal: DetachedPrincipal,
+async def webhook_creator(member: str, project: str, principal: Caller,
                           database: DatabaseDep, context: ContextDep) -> Principal:
     """Who may subscribe here, decided before the body is read and before any DNS lookup:
     another member's caller gets 404, a member's researcher or viewer 403 (audited)."""
@@ -84,21 +83,21 @@ async def create_webhook(*, body: WebhookCreate, member: str, project: str,
 @router.get(WEBHOOKS, operation_id="webhooks-list", response_model=list[WebhookOut],
             responses=problems(401, 403, 404, 422))
 def list_webhooks(*, member: CurrentMember, project: CurrentProject, session: SessionDep,
-                  principal: CurrentPrincipal) -> list[WebhookOut]:
+                  principal: Caller) -> list[WebhookOut]:
     return [WebhookOut.of(s) for s in service.list_for(session, principal, member, project)]
 
 
 @router.get(WEBHOOKS + "/{webhook_id}", operation_id="webhooks-get", response_model=WebhookOut,
             responses=problems(401, 403, 404, 422))
 def get_webhook(*, webhook_id: RowId, member: CurrentMember, project: CurrentProject,
-                session: SessionDep, principal: CurrentPrincipal) -> WebhookOut:
+                session: SessionDep, principal: Caller) -> WebhookOut:
     return WebhookOut.of(service.get(session, principal, member, project, webhook_id))
 
 
 @router.delete(WEBHOOKS + "/{webhook_id}", operation_id="webhooks-delete", status_code=204,
                responses=problems(401, 403, 404, 422))
 def delete_webhook(*, webhook_id: RowId, member: CurrentMember, project: CurrentProject,
-                   session: SessionDep, principal: CurrentPrincipal,
+                   session: SessionDep, principal: Caller,
                    context: ContextDep) -> Response:
     """Remove it and its delivery log; deliveries still due are not sent."""
     with denials_audited(session, principal, context, "webhook.delete", member.id):
@@ -115,7 +114,7 @@ def list_deliveries(
     member: CurrentMember,
     project: CurrentProject,
     session: SessionDep,
-    principal: CurrentPrincipal,
+    principal: Caller,
     state: DeliveryState | None = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$",
                                         description="next_cursor of the previous page")] = None,

@@ -1,0 +1,57 @@
+"""The pages' forms: what was posted, and the API's refusals shown beside the inputs they
+concern. The forms name their inputs after the API's field paths (`parameters.epochs`,
+`identities.0.unix_user`), so an error's `loc` is the name of its input, whichever of pydantic
+or the domain raised it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import ValidationError
+
+from consortium.errors import DomainError
+
+GENERAL = ""  # the form as a whole
+
+
+def input_name(loc: Sequence[str | int]) -> str:
+    """("body", "parameters", "epochs") is `parameters.epochs`; ("body",) is the form's."""
+    return ".".join(str(p) for p in loc if p != "body")
+
+
+def by_input(errors: Sequence[Mapping[str, Any]], inputs: Collection[str]) -> dict[str, list[str]]:
+    """Each message under its input's name; those of no input of the form under GENERAL, with
+    their path so that they still say what they concern."""
+    found: dict[str, list[str]] = {}
+    for error in errors:
+        name = input_name(error.get("loc", ()))
+        message = str(error.get("msg", ""))
+        if name not in inputs:
+            message = f"{name}: {message}" if name else message
+            name = GENERAL
+        found.setdefault(name, []).append(message)
+    return found
+
+
+def of_validation(exc: ValidationError, inputs: Collection[str]) -> dict[str, list[str]]:
+    return by_input([{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()], inputs)
+
+
+def of_refusal(exc: DomainError, inputs: Collection[str]) -> dict[str, list[str]]:
+    """A domain refusal: its field errors when it has some (JobInputInvalid), else its
+    detail for the whole form."""
+    errors = exc.extra.get("errors")
+    if isinstance(errors, list) and errors:
+        return by_input(errors, inputs)
+    return {GENERAL: [exc.detail]}
+
+
+async def posted_form(request: Request) -> dict[str, str]:
+    """A posted form's text inputs by name (its inputs are named by the API's fields, which a
+    route cannot list as parameters); a dependency, so that sync routes get it too."""
+    return {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+
+
+PostedForm = Annotated[dict[str, str], Depends(posted_form)]

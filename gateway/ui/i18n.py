@@ -1,0 +1,46 @@
+"""The interface's languages: French first, English one click away.
+
+Strings live in the templates (`{% trans %}`, `_()`) and, for the few the code holds, behind
+`lazy_gettext`; Babel extracts them into `locale/messages.pot` and the `.po` catalogues, whose
+compiled `.mo` files are committed beside them (tests/ui/test_ui_catalogues.py fails when a
+`.mo` is older than its `.po`). See docs/web.md for the commands.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from babel.support import LazyProxy, NullTranslations, Translations
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DOMAIN = "messages"
+LOCALES = ("fr", "en")
+DEFAULT_LOCALE = "fr"
+LOCALE_COOKIE = "hpcgw_lang"
+
+# The language of the request being rendered, for the lazy strings of the code.
+current_locale: ContextVar[str] = ContextVar("hpcgw_ui_locale", default=DEFAULT_LOCALE)
+
+
+@cache
+def translations(locale: str) -> NullTranslations:
+    """The compiled catalogue of a language (English is the source language: no catalogue
+    needed, but one is kept so that a wording can be changed without touching templates)."""
+    return Translations.load(str(LOCALE_DIR), [locale], DOMAIN)
+
+
+def supported(locale: str | None) -> str | None:
+    return locale if locale in LOCALES else None
+
+
+def gettext(message: str, **variables: Any) -> str:
+    text = translations(current_locale.get()).gettext(message)
+    return text % variables if variables else text
+
+
+def lazy_gettext(message: str, **variables: Any) -> LazyProxy:
+    """A string of the code, translated when it is rendered, in the request's language."""
+    return LazyProxy(gettext, message, enable_cache=False, **variables)

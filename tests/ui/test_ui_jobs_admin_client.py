@@ -1,0 +1,216 @@
+"""The job and admin pages through TestClient, on the local executor: the forms' fields carry
+the API's bounds, their refusals are the API's words beside the right input, a job submitted
+from a page is the API's job, and only admins reach the admin pages (404 for anyone else)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from factories import make_member, make_project, make_user
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from test_ui_pages_client import csrf_token, sign_in
+
+from consortium.base import utcnow
+from consortium.models import Invitation, Member, MemberStatus, Role
+from gateway.api.app import create_app
+from gateway.db import Database
+from gateway.jobs.config import JobsSettings
+from gateway.jobs.models import Job
+from gateway.jobs.templates import seed_templates
+from gateway.settings import Settings
+from quotas import service as quotas
+from quotas.models import AllocationKind
+from schedulers.config import BillingWeights, ClusterConfig, PartitionConfig
+
+SCRIPT = "#!/bin/bash\n#SBATCH --partition=cpu\n#SBATCH --time=5\n#SBATCH --mem=256M\ntrue\n"
+ADMIN_PAGES = ["/ui/admin/members", "/ui/admin/invitations", "/ui/admin/allocations",
+               "/ui/admin/ledger", "/ui/admin/audit", "/ui/admin/clusters"]
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    config = ClusterConfig(
+        name="local", backend="local", local_root=tmp_path / "cluster",
+        work_root=str(tmp_path / "cluster" / "work" / "{unix_user}"), cpu_slots=1,
+        partitions=[PartitionConfig(name="cpu", max_time_minutes=120, max_cpus_per_job=4,
+                                    max_mem_mb_per_job=4096,
+                                    billing=BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625))])
+    # no tracker: it would share the test's connection from another thread
+    return settings.model_copy(update={"clusters": [config],
+                                       "jobs": JobsSettings(tracker_in_serve=False)})
+
+
+@pytest.fixture
+def client(settings: Settings, database: Database) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, database=database)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def member(session: Session) -> Member:
+    found = make_member(session, slug="acme")
+    make_project(session, found, "training")
+    quotas.grant(session, member_id=found.id, amount_msu=10_000_000, kind=AllocationKind.grant,
+                 starts_at=utcnow() - timedelta(days=1), ends_at=utcnow() + timedelta(days=30),
+                 actor="admin@consortium.test")
+    seed_templates(session)
+    session.commit()
+    return found
+
+
+def researcher_of(session: Session, member: Member) -> str:
+    user = make_user(session, roles={member: Role.researcher})
+    session.commit()
+    return user.email
+
+
+def test_template_form_fields_carry_the_parameters_bounds_and_defaults(
+        client: TestClient, session: Session, member: Member) -> None:
+    sign_in(client, researcher_of(session, member))
+    form = client.get("/ui/submit/templates/pytorch-cpu")
+    assert form.status_code == 200, form.text
+    epochs = re.search(r'<input id="f-parameters-epochs"[^>]*>', form.text)
+    assert epochs, form.text
+    assert 'type="number"' in epochs.group(0)
+    assert 'min="1"' in epochs.group(0) and 'max="1000"' in epochs.group(0)
+    assert 'value="5"' in epochs.group(0)
+    rate = re.search(r'<input id="f-parameters-learning_rate"[^>]*>', form.text)
+    assert rate and 'step="any"' in rate.group(0)
+    nodes = re.search(r'<input id="f-resources-nodes"[^>]*>', form.text)
+    assert nodes and 'min="1"' in nodes.group(0) and 'max="10000"' in nodes.group(0)
+
+
+def test_template_form_refusals_are_the_apis_words_beside_the_input(
+        client: TestClient, session: Session, member: Member) -> None:
+    sign_in(client, researcher_of(session, member))
+    page = client.get("/ui/submit/templates/pytorch-cpu")
+    answer = client.post("/ui/submit/templates/pytorch-cpu", data={
+        "csrftoken": csrf_token(page.text), "project": "acme/training", "action": "quote",
+        "parameters.epochs": "abc", "parameters.samples": "10",
+        "resources.partition": "cpu", "resources.mem_mb": "512",
+        "resources.time_limit_minutes": "5"})
+    assert answer.status_code == 422, answer.text
+    epochs = re.search(r'id="parameters-epochs-error">([^<]*)<', answer.text)
+    samples = re.search(r'id="parameters-samples-error">([^<]*)<', answer.text)
+    assert epochs and epochs.group(1) == "must be an integer"
+    assert samples and samples.group(1) == "must be at least 64"
+    assert 'value="abc"' in answer.text  # the form comes back as it was typed
+
+
+def test_script_form_quotes_then_submits_and_shows_directive_lines(
+        client: TestClient, session: Session, member: Member) -> None:
+    sign_in(client, researcher_of(session, member))
+    page = client.get("/ui/submit/script")
+    token = csrf_token(page.text)
+    bad = "#!/bin/bash\n#SBATCH --partition=cpu\n#SBATCH --wckey=x\necho hi\n"
+    refused = client.post("/ui/submit/script", data={
+        "csrftoken": token, "project": "acme/training", "script": bad, "action": "quote"})
+    assert refused.status_code == 422, refused.text
+    assert re.search(r'id="script-error">[^<]*line 3', refused.text), refused.text
+    body = {"csrftoken": token, "project": "acme/training", "script": SCRIPT, "name": "hello"}
+    quoted = client.post("/ui/submit/script", data={**body, "action": "quote"})
+    assert quoted.status_code == 200, quoted.text
+    amount = re.search(r'<data id="quote-amount" value="(\d+)"', quoted.text)
+    assert amount and int(amount.group(1)) > 0
+    assert 'id="submit-button"' in quoted.text
+    key = re.search(r'name="submission_key" value="([^"]+)"', quoted.text)
+    assert key
+    body["submission_key"] = key.group(1)
+    submitted = client.post("/ui/submit/script", data={**body, "action": "submit"},
+                            follow_redirects=False)
+    assert submitted.status_code == 303, submitted.text
+    # the form sent again (a double click): the API's idempotency answers the same job
+    again = client.post("/ui/submit/script", data={**body, "action": "submit"},
+                        follow_redirects=False)
+    assert again.headers["location"] == submitted.headers["location"]
+    public_id = submitted.headers["location"].rsplit("/", 1)[1]
+    job = session.scalars(select(Job).where(Job.public_id == public_id)).one()
+    assert session.scalars(select(Job.public_id)).all() == [public_id]
+    assert job.quote_msu == int(amount.group(1))  # the quote shown is the hold taken
+    detail = client.get(submitted.headers["location"])
+    assert detail.status_code == 200
+    assert f'<data value="{job.quote_msu}">' in detail.text
+    assert 'data-stream="/ui/jobs/' in detail.text
+
+
+def submit_script(client: TestClient, project: str) -> tuple[int, str]:
+    """Submit SCRIPT from the script form: the status, and the job's id (or the page)."""
+    page = client.get("/ui/submit/script")
+    answer = client.post("/ui/submit/script", data={
+        "csrftoken": csrf_token(page.text), "project": project, "script": SCRIPT,
+        "action": "submit"}, follow_redirects=False)
+    if answer.status_code == 303:
+        return 303, answer.headers["location"].rsplit("/", 1)[1]
+    return answer.status_code, answer.text
+
+
+def test_researcher_gets_404_on_admin_pages_and_on_another_members_job(
+        client: TestClient, session: Session, member: Member) -> None:
+    sign_in(client, researcher_of(session, member))
+    status, acme_job = submit_script(client, "acme/training")
+    assert status == 303, acme_job
+    assert client.get(f"/ui/jobs/{acme_job}").status_code == 200
+
+    other = make_member(session, slug="globex")
+    make_project(session, other, "secret")
+    session.commit()
+    client.cookies.clear()
+    sign_in(client, researcher_of(session, other))
+    for path in [*ADMIN_PAGES, f"/ui/jobs/{acme_job}", f"/ui/jobs/{acme_job}/files"]:
+        assert client.get(path).status_code == 404, path
+    listing = client.get("/ui/jobs")
+    assert listing.status_code == 200 and acme_job not in listing.text
+    # globex has no allocation: the API's quota refusal, shown in the form
+    status, page = submit_script(client, "globex/secret")
+    assert status == 403, page
+    assert 'class="error" role="alert"' in page
+
+
+def test_admin_onboards_a_member_invites_and_suspends_through_the_pages(
+        client: TestClient, session: Session, member: Member) -> None:
+    admin = make_user(session, admin=True)
+    session.commit()
+    sign_in(client, admin.email)
+    for path in ADMIN_PAGES:
+        assert client.get(path).status_code == 200, path
+    page = client.get("/ui/admin/members")
+    token = csrf_token(page.text)
+    created = client.post("/ui/admin/members", data={
+        "csrftoken": token, "slug": "initech", "name": "Initech", "kind": "company",
+        "identities.0.cluster": "local", "identities.0.unix_user": "initech",
+        "identities.0.slurm_account": "initech", "identities.0.ssh_key_ref": "local"},
+        follow_redirects=False)
+    assert created.status_code == 303, created.text
+    refused = client.post("/ui/admin/members", data={
+        "csrftoken": token, "slug": "Bad Slug", "name": "", "kind": "company"})
+    assert refused.status_code == 422
+    assert 'id="slug-error"' in refused.text and 'id="name-error"' in refused.text
+    invited = client.post("/ui/admin/invitations/initech", data={
+        "csrftoken": token, "email": "new@initech.test", "role": "manager"})
+    assert invited.status_code == 200, invited.text
+    link = re.search(r'id="invitation-link"[^>]*value="([^"]+)"', invited.text)
+    assert link and "/ui/invitations/" in link.group(1)
+    assert session.scalars(select(Invitation.email)).all() == ["new@initech.test"]
+    suspended = client.post("/ui/admin/members/initech/status",
+                            data={"csrftoken": token, "status": "suspended"},
+                            follow_redirects=False)
+    assert suspended.status_code == 303, suspended.text
+    session.expire_all()
+    status = session.scalars(select(Member.status).where(Member.slug == "initech")).one()
+    assert status is MemberStatus.suspended
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused(
+        client: TestClient, session: Session, member: Member) -> None:
+    admin = make_user(session, admin=True)
+    session.commit()
+    sign_in(client, admin.email)
+    answer = client.post("/ui/admin/members", data={"slug": "x", "name": "X"})
+    assert answer.status_code == 403
+    assert session.scalars(select(Member).where(Member.slug == "x")).first() is None
