@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from zxcvbn import zxcvbn  # type: ignore[import-untyped]  # no type information shipped
 
 from consortium.errors import InvalidInput
 
@@ -46,6 +46,15 @@ MIN_STRENGTH = 3
 # zxcvbn refuses longer input (its matching grows fast with length): a longer password is
 # judged by its first characters, so a weak start is refused however it goes on.
 _ESTIMATED_LENGTH = 72
+
+
+def zxcvbn(password: str, user_inputs: list[str]) -> dict[str, Any]:
+    """zxcvbn's estimate; its module imported on first use: its dictionaries would otherwise
+    take ~12 MiB of every process (each worker), for the rare request that sets a password."""
+    from zxcvbn import zxcvbn as estimate  # type: ignore[import-untyped]  # no type information
+
+    result: dict[str, Any] = estimate(password, user_inputs=user_inputs)
+    return result
 
 
 def weakness(password: str, user_inputs: Sequence[str] = ()) -> str | None:

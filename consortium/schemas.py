@@ -163,6 +163,20 @@ class UserCreate(_In):
     is_admin: bool = False
 
 
+class UserUpdate(_In):
+    """An administrator's change to an account: the admin flag, or deactivation (for good:
+    every credential of the account stops working at once)."""
+
+    is_admin: bool | None = None
+    is_active: Literal[False] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.is_admin is None and self.is_active is None:
+            raise ValueError("nothing to change: give is_admin or is_active")
+        return self
+
+
 class MemberUserOut(BaseModel):
     """A user as seen by one member: its role there."""
 

@@ -7,14 +7,44 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_errors
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
+
+from consortium.errors import DomainError
 
 # Execution option on the writers' engine: on SQLite their transactions start with
 # BEGIN IMMEDIATE, so two writers queue on busy_timeout instead of one failing with
 # "database is locked" when it upgrades a read lock (the quota hold relies on this).
 WRITE_LOCK_OPTION = "hpcgw_write_lock"
+
+# what a caller should wait before retrying when the database does not answer (a restart, a
+# failover: seconds)
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+class DatabaseUnavailable(DomainError):
+    """The database did not answer (down, restarting, locked, its pool exhausted): 503 with
+    Retry-After, not a 500, for the caller can retry and nothing is wrong with its request."""
+
+    code = "database-unavailable"
+    title = "Database unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+def unavailable(error: BaseException) -> DatabaseUnavailable | None:
+    """The refusal a connection-level failure of the database is; None for any other error
+    (a failing statement is a bug, and stays a 500)."""
+    if not (isinstance(error, sa_errors.TimeoutError | sa_errors.OperationalError
+                       | sa_errors.InterfaceError)
+            or (isinstance(error, sa_errors.DBAPIError) and error.connection_invalidated)):
+        return None
+    return DatabaseUnavailable("the database is not answering; try again shortly",
+                               retry_after=DATABASE_RETRY_AFTER_SECONDS)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

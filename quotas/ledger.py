@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from quotas.models import Allocation, EntryKind, Hold, HoldState, LedgerEntry
+from quotas.schemas import BalanceDriftOut, LedgerVerificationOut
 
 # balance column -> the entry kinds it sums, with the sign that turns the sum into the column
 COLUMNS: dict[str, tuple[int, tuple[EntryKind, ...]]] = {
@@ -59,3 +60,10 @@ def verify(session: Session) -> list[Drift]:
             drifts.append(Drift(allocation.id, allocation.member_id, "held_msu",
                                 allocation.held_msu, held, "open holds"))
     return drifts
+
+
+def verification(session: Session) -> LedgerVerificationOut:
+    """The books' check as the API and `hpcgw admin ledger verify` report it."""
+    return LedgerVerificationOut(
+        entries=session.scalar(select(func.count()).select_from(LedgerEntry)) or 0,
+        drifts=[BalanceDriftOut.model_validate(d) for d in verify(session)])

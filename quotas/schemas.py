@@ -286,3 +286,23 @@ class RateCardOut(BaseModel):
     cluster: str
     rule: str = RATE_RULE
     partitions: list[PartitionRateOut]
+
+
+class BalanceDriftOut(BaseModel):
+    """An allocation's balance column that differs from what its entries (or, for held_msu,
+    its open holds) add up to."""
+
+    model_config = ConfigDict(from_attributes=True)
+    allocation_id: int
+    member_id: int
+    column: str
+    stored_msu: int
+    expected_msu: int
+    source: str
+
+
+class LedgerVerificationOut(BaseModel):
+    """Every balance recomputed from the ledger: `drifts` is empty when the books balance."""
+
+    entries: int
+    drifts: list[BalanceDriftOut]

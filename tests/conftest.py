@@ -50,6 +50,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.longrepr = f"skipped in CI (a missing service is a failure): {report.longrepr}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, only the tests that use a test database (every database fixture stands on
+    `database_factory`): the others, the demo's browser pages on its embedded SQLite among them,
+    would run exactly as in the SQLite run, which runs every test."""
+    if DB_KIND != "postgresql":
+        return
+    kept = [item for item in items if "database_factory" in getattr(item, "fixturenames", ())]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 

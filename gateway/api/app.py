@@ -19,12 +19,14 @@ from gateway.api.routes import (
     clusters,
     invitations,
     jobs,
+    ledger,
     members,
     ops,
     quotas,
     reports,
     templates,
     tokens,
+    users,
     webhooks,
 )
 from gateway.auth.authenticator import Authenticator
@@ -54,6 +56,8 @@ TAGS = [
                                        "projects."},
     {"name": "invitations", "description": "Invite a person into a member, accept an "
                                            "invitation."},
+    {"name": "users", "description": "User accounts (admins): create, make administrator, "
+                                     "deactivate."},
     {"name": "templates", "description": "Admin-approved job scripts with typed parameters."},
     {"name": "webhooks", "description": "A project's job events POSTed to its own URL, signed."},
     {"name": "clusters", "description": "The clusters: partitions, limits, rates, and their "
@@ -122,8 +126,8 @@ def create_app(settings: Settings, database: Database | None = None,
     # and the jobs first, whose GET /jobs/{id} clients poll (the pages' ~40 routes, tried first,
     # cost a poll more than the rest of its route). No two routers' paths overlap.
     app.include_router(ops.router)
-    for module in (jobs, auth, tokens, members, invitations, quotas, templates, audit,
-                   webhooks, clusters, reports):
+    for module in (jobs, auth, tokens, members, invitations, users, quotas, ledger, templates,
+                   audit, webhooks, clusters, reports):
         app.include_router(module.router, prefix=API_PREFIX)
     install_ui(app, settings)  # its CSRF guard innermost, inside the body cap
     # inside it all but the CSRF guard: whatever reads a body (the routes) reads it through

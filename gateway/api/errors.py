@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from consortium import errors as domain
 from consortium.service import InvitationGone
+from gateway.db import DatabaseUnavailable, unavailable
 from gateway.jobs import errors as jobs
 from gateway.logging import log, loggable_path
 from quotas.errors import QuotaExceeded
@@ -36,6 +37,7 @@ STATUS_OF: dict[type[domain.DomainError], int] = {
     jobs.ClusterTimeout: 504,
     jobs.SubmissionRejected: 422,
     jobs.FileTooLarge: 413,
+    DatabaseUnavailable: 503,
 }
 
 
@@ -135,6 +137,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    refusal = unavailable(exc)
+    if refusal is not None:  # no domain raises it: SQLAlchemy's errors are read here
+        log.warning("database unavailable", path=loggable_path(request.url.path),
+                    request_id=getattr(request.state, "request_id", None),
+                    error=str(exc).splitlines()[0])
+        return await _domain_error(request, refusal)
     # outside RequestIdMiddleware (Starlette calls this last): the request id is bound here
     log.error("unhandled error", path=loggable_path(request.url.path),
               request_id=getattr(request.state, "request_id", None), exc_info=exc)

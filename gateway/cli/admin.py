@@ -10,10 +10,11 @@ credentials already. Either way the change is audited, and Slurm follows it afte
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -23,20 +24,26 @@ from sqlalchemy.orm import Session
 
 from consortium import service
 from consortium.audit import CLI_CONTEXT
+from consortium.base import utcnow
 from consortium.errors import DomainError
 from consortium.models import Domain, MemberKind, MemberStatus, Outcome, Role
 from consortium.schemas import (
+    AuditEventOut,
     AuditFilter,
     IdentityIn,
     InvitationCreate,
+    InvitationCreated,
     MemberCreate,
     MemberOut,
     MemberUpdate,
+    MemberUserOut,
     ProjectCreate,
     ProjectOut,
     UserCreate,
+    UserOut,
+    UserUpdate,
 )
-from gateway.cli.admin_mode import MODE, local_actor, needs_local, remote
+from gateway.cli.admin_mode import MODE, local_actor, remote
 from gateway.cli.client import API
 from gateway.cli.clusters import provision_here
 from gateway.cli.output import ProfileOption
@@ -181,25 +188,36 @@ def _status(status: MemberStatus) -> str:
 @member_app.command("show")
 def member_show(slug: Annotated[str, typer.Argument(help="The member's slug.")]) -> None:
     """A member: contact, cluster identities, users and projects."""
-    needs_local("member show")
-    with _session(write=False) as (session, _):
-        member = service.get_member(session, ACTOR, slug)
-        users = service.list_member_users(session, ACTOR, member)
-        projects = service.list_projects(session, ACTOR, member)
-        console.print(f"[bold]{escape(member.name)}[/bold] ({member.slug}, {member.kind.value}, "
-                      f"{_status(member.status)})")
-        console.print(f"contact: {escape(member.contact_name or '-')} "
-                      f"<{escape(member.contact_email or '-')}>", highlight=False)
-        identities = Table("cluster", "unix user", "slurm account", "key ref", title="identities")
-        for i in member.identities:
-            identities.add_row(i.cluster, i.unix_user, i.slurm_account, escape(i.ssh_key_ref))
-        people = Table("id", "email", "name", "role", "active", title="users")
-        for u in users:
-            people.add_row(str(u.user_id), escape(u.email), escape(u.name), u.role.value,
-                           "yes" if u.is_active else "no")
-        work = Table("slug", "name", "domain", "status", title="projects")
-        for p in projects:
-            work.add_row(p.slug, escape(p.name), p.domain.value, p.status.value)
+    if not MODE.local:
+        with remote() as client:
+            member = MemberOut.model_validate(client.call("GET", f"{API}/members/{slug}"))
+            users = [MemberUserOut.model_validate(u)
+                     for u in client.call("GET", f"{API}/members/{slug}/users")]
+            projects = [ProjectOut.model_validate(p)
+                        for p in client.call("GET", f"{API}/members/{slug}/projects")]
+    else:
+        with _session(write=False) as (session, _):
+            found = service.get_member(session, ACTOR, slug)
+            member = MemberOut.model_validate(found)
+            users = service.list_member_users(session, ACTOR, found)
+            projects = [ProjectOut.model_validate(p)
+                        for p in service.list_projects(session, ACTOR, found)]
+    console.print(f"[bold]{escape(member.name)}[/bold] ({member.slug}, {member.kind.value}, "
+                  f"{_status(member.status)})")
+    console.print(f"contact: {escape(member.contact_name or '-')} "
+                  f"<{escape(member.contact_email or '-')}>", highlight=False)
+    identities = Table("cluster", "unix user", "slurm account", "key ref", "provisioning",
+                       title="identities")
+    for i in member.identities:
+        identities.add_row(i.cluster, i.unix_user, i.slurm_account, escape(i.ssh_key_ref),
+                           i.provisioning)
+    people = Table("id", "email", "name", "role", "active", title="users")
+    for u in users:
+        people.add_row(str(u.user_id), escape(u.email), escape(u.name), u.role.value,
+                       "yes" if u.is_active else "no")
+    work = Table("slug", "name", "domain", "status", title="projects")
+    for p in projects:
+        work.add_row(p.slug, escape(p.name), p.domain.value, p.status.value)
     console.print(identities, people, work)
 
 
@@ -328,27 +346,34 @@ def invite(
     email: Annotated[str, typer.Argument(help="Who to invite.")],
     role: Annotated[Role, typer.Option(help="Their role in the member.")] = Role.manager,
 ) -> None:
-    """Invite someone to a member (by default its manager). The link goes by mail when SMTP is
-    configured; otherwise it is printed here, to be passed on. It works once."""
-    needs_local("invite")
+    """Invite someone to a member (by default its manager). The link goes by mail when the
+    gateway has SMTP configured; otherwise it is printed here, to be passed on. It works once."""
     data = _parse(InvitationCreate, email=email, role=role)
-    with _session(write=True) as (session, settings):
-        target = service.get_member(session, ACTOR, member)
-        invitation, token = service.create_invitation(
-            session, ACTOR, target, data, ttl=settings.invitation_ttl, context=CLI_CONTEXT)
-        member_name = target.name
-    # committed: the mail announces an invitation that exists
-    link = service.invitation_link(settings.base_url, token)
-    delivery = service.deliver_invitation(settings.smtp, invitation, member_name, link)
-    expires = f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC"
-    if delivery.mail == "sent":
-        console.print(f"invitation {invitation.id} mailed to {data.email} (valid until "
-                      f"{expires})", highlight=False)
+    if not MODE.local:
+        with remote() as client:
+            made = InvitationCreated.model_validate(client.call(
+                "POST", f"{API}/members/{member}/invitations",
+                json=data.model_dump(mode="json")))
+    else:
+        with _session(write=True) as (session, settings):
+            target = service.get_member(session, ACTOR, member)
+            invitation, token = service.create_invitation(
+                session, ACTOR, target, data, ttl=settings.invitation_ttl, context=CLI_CONTEXT)
+            member_name = target.name
+        # committed: the mail announces an invitation that exists
+        link = service.invitation_link(settings.base_url, token)
+        delivery = service.deliver_invitation(settings.smtp, invitation, member_name, link)
+        made = InvitationCreated.of(invitation, utcnow(), mail=delivery.mail,
+                                    mail_error=delivery.error, link=link)
+    expires = f"{made.expires_at:%Y-%m-%d %H:%M} UTC"
+    if made.mail == "sent":
+        console.print(f"invitation {made.id} mailed to {made.email} (valid until {expires})",
+                      highlight=False)
         return
-    if delivery.error:
-        console.print(f"[yellow]the mail was not sent ({escape(delivery.error)})[/yellow]")
-    console.print(f"invitation {invitation.id} for {data.email}, valid once until {expires}; "
-                  f"pass on this link:\n{link}", highlight=False, soft_wrap=True)
+    if made.mail_error:
+        console.print(f"[yellow]the mail was not sent ({escape(made.mail_error)})[/yellow]")
+    console.print(f"invitation {made.id} for {made.email}, valid once until {expires}; "
+                  f"pass on this link:\n{made.link}", highlight=False, soft_wrap=True)
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -357,16 +382,41 @@ def invite(
 @user_app.command("list")
 def user_list() -> None:
     """Every account, its flags and its memberships."""
-    needs_local("user list")
+    if not MODE.local:
+        with remote() as client:
+            users = [UserOut.model_validate(u) for u in client.call("GET", f"{API}/users")]
+            slugs = _slugs(client.call("GET", f"{API}/members"))
+    else:
+        with _session(write=False) as (session, _):
+            users = service.list_users(session, ACTOR)
+            slugs = _slugs(service.list_members(session, ACTOR))
     table = Table("id", "email", "name", "admin", "active", "memberships")
-    with _session(write=False) as (session, _):
-        slugs = {m.id: m.slug for m in service.list_members(session, ACTOR)}
-        for user in service.list_users(session, ACTOR):
-            table.add_row(str(user.id), escape(user.email), escape(user.name),
-                          "yes" if user.is_admin else "", "yes" if user.is_active else "no",
-                          ", ".join(f"{slugs[m.member_id]} ({m.role.value})"
-                                    for m in user.memberships))
+    for user in users:
+        table.add_row(str(user.id), escape(user.email), escape(user.name),
+                      "yes" if user.is_admin else "", "yes" if user.is_active else "no",
+                      ", ".join(f"{slugs.get(m.member_id, m.member_id)} ({m.role.value})"
+                                for m in user.memberships))
     console.print(table)
+
+
+def _slugs(members: Sequence[object]) -> dict[int, str]:
+    """Member id -> slug, from the API's members or the database's."""
+    return {m.id: m.slug for m in (MemberOut.model_validate(m) for m in members)}
+
+
+def _change_user(email: str, change: UserUpdate) -> UserOut:
+    """An administrator's change to an account, over the API or on the host."""
+    if not MODE.local:
+        with remote() as client:
+            return UserOut.model_validate(client.call(
+                "PATCH", f"{API}/users/{quote(email, safe='@')}",
+                json=change.model_dump(mode="json", exclude_none=True)))
+    with _session(write=True) as (session, _):
+        if change.is_admin is not None:
+            service.set_admin(session, ACTOR, email, change.is_admin, context=CLI_CONTEXT)
+        if change.is_active is False:
+            service.deactivate_user(session, ACTOR, email, context=CLI_CONTEXT)
+        return service.user_view(session, service.get_user(session, ACTOR, email))
 
 
 @user_app.command("create")
@@ -378,11 +428,18 @@ def user_create(
         prompt=True, hide_input=True, confirmation_prompt=True,
         help="At least 12 characters, hard to guess (asked for when not given).")] = "",
 ) -> None:
-    """Create an account with no membership (people of members come through invitations)."""
-    needs_local("user create")
+    """Create an account with no membership (people of members come through invitations).
+    Over the API an administrator does it; the very first administrator is made on the gateway
+    host, with --local (`hpcgw admin --local user create EMAIL --name NAME --admin`)."""
     data = _parse(UserCreate, email=email, name=name, password=password, is_admin=admin)
-    with _session(write=True) as (session, _):
-        user = service.create_user(session, ACTOR, data, context=CLI_CONTEXT)
+    if not MODE.local:
+        with remote() as client:
+            user = UserOut.model_validate(client.call("POST", f"{API}/users",
+                                                      json=data.model_dump(mode="json")))
+    else:
+        with _session(write=True) as (session, _):
+            user = service.user_view(session, service.create_user(session, ACTOR, data,
+                                                                  context=CLI_CONTEXT))
     console.print(f"user {user.email} created (id {user.id}"
                   f"{', administrator' if user.is_admin else ''})", highlight=False)
 
@@ -393,9 +450,7 @@ def user_set_admin(
     revoke: Annotated[bool, typer.Option("--revoke", help="Take the flag away.")] = False,
 ) -> None:
     """Make an account a consortium administrator (or no longer, with --revoke)."""
-    needs_local("user set-admin")
-    with _session(write=True) as (session, _):
-        user = service.set_admin(session, ACTOR, email, not revoke, context=CLI_CONTEXT)
+    user = _change_user(email, UserUpdate(is_admin=not revoke))
     console.print(f"user {user.email} is {'an' if user.is_admin else 'not an'} administrator",
                   highlight=False)
 
@@ -403,9 +458,7 @@ def user_set_admin(
 @user_app.command("deactivate")
 def user_deactivate(email: Annotated[str, typer.Argument(help="The account's email.")]) -> None:
     """Disable an account: every credential of it stops working at once."""
-    needs_local("user deactivate")
-    with _session(write=True) as (session, _):
-        user = service.deactivate_user(session, ACTOR, email, context=CLI_CONTEXT)
+    user = _change_user(email, UserUpdate(is_active=False))
     console.print(f"user {user.email} is deactivated", highlight=False)
 
 
@@ -426,23 +479,32 @@ def audit(
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
 ) -> None:
     """The audit trail, newest first."""
-    needs_local("audit")
     filters = AuditFilter(member=member, actor=actor, action=action, outcome=outcome,
                           since=_when(since, "--since"), until=_when(until, "--until"))
+    if not MODE.local:
+        query = {"limit": limit, **filters.model_dump(mode="json", exclude_none=True),
+                 **({"cursor": before} if before is not None else {})}
+        with remote() as client:
+            page = client.call("GET", f"{API}/audit", params=query)
+            slugs = _slugs(client.call("GET", f"{API}/members"))
+        events = [AuditEventOut.model_validate(e) for e in page["items"]]
+        next_id = None if page["next_cursor"] is None else int(page["next_cursor"])
+    else:
+        with _session(write=False) as (session, _):
+            found, next_id = service.list_audit(session, ACTOR, filters, before_id=before,
+                                                limit=limit)
+            events = [AuditEventOut.model_validate(e) for e in found]
+            slugs = _slugs(service.list_members(session, ACTOR))
     table = Table("id", "at (UTC)", "actor", "action", "outcome", "member", "target", "details")
-    with _session(write=False) as (session, _):
-        events, next_id = service.list_audit(session, ACTOR, filters, before_id=before,
-                                             limit=limit)
-        slugs = {m.id: m.slug for m in service.list_members(session, ACTOR)}
-        for e in events:
-            table.add_row(
-                str(e.id), f"{e.at:%Y-%m-%d %H:%M:%S}", escape(e.actor), e.action,
-                e.outcome.value if e.outcome == Outcome.success
-                else f"[bold red]{e.outcome.value}[/bold red]",
-                slugs.get(e.member_id, str(e.member_id or "")) if e.member_id else "",
-                f"{e.target_type} {e.target_id or ''}".strip(),
-                escape(json.dumps(e.details, sort_keys=True)) if e.details else "",
-            )
+    for e in events:
+        table.add_row(
+            str(e.id), f"{e.at:%Y-%m-%d %H:%M:%S}", escape(e.actor), e.action,
+            e.outcome.value if e.outcome == Outcome.success
+            else f"[bold red]{e.outcome.value}[/bold red]",
+            slugs.get(e.member_id, str(e.member_id)) if e.member_id else "",
+            f"{e.target_type} {e.target_id or ''}".strip(),
+            escape(json.dumps(e.details, sort_keys=True)) if e.details else "",
+        )
     console.print(table)
     if next_id is not None:
         console.print(f"more: --before {next_id}", highlight=False)

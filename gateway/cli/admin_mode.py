@@ -43,7 +43,8 @@ def remote() -> Iterator[Gateway]:
 
 
 def needs_local(command: str) -> None:
-    """Refuse a command that only the gateway host can run, when run over the API."""
+    """Refuse, over the API, a command only the gateway host runs: `quotas sync|drift`, the
+    host's periodic work that waits on every cluster longer than an HTTP request should."""
     if not MODE.local:
         fail(f"`hpcgw admin {command}` runs on the gateway host: add --local "
              "(`hpcgw admin --local ...`)", 2)

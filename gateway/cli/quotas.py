@@ -1,8 +1,9 @@
 """`hpcgw admin allocation|ledger|quotas`: grant hours, verify the books, keep Slurm in step.
 
-`allocation grant|adjust` go over the API as the person logged in, like the rest of `hpcgw
-admin` (gateway.cli.admin_mode); with `--local`, and for the other commands, each opens its own
-database from the settings and pushes Slurm limits only after its transaction has committed.
+`allocation grant|adjust` and `ledger verify` go over the API as the person logged in, like the
+rest of `hpcgw admin` (gateway.cli.admin_mode); with `--local`, and for `quotas sync|drift`
+(the host's periodic work, talking to every cluster), each opens its own database from the
+settings and pushes Slurm limits only after its transaction has committed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from consortium.errors import DomainError
 from consortium.mail import SmtpConfig
@@ -29,8 +30,9 @@ from gateway.db import Database
 from gateway.settings import Settings
 from quotas import backstop, ledger, service, thresholds
 from quotas.backstop import DEFAULT_MARGIN, PushResult
-from quotas.models import AllocationKind, LedgerEntry
+from quotas.models import AllocationKind
 from quotas.rates import format_su, from_su
+from quotas.schemas import LedgerVerificationOut
 
 allocation_app = typer.Typer(help="Members' allocations.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The quota ledger.", no_args_is_help=True)
@@ -188,22 +190,25 @@ def adjust(
 @ledger_app.command()
 def verify() -> None:
     """Recompute every balance from the ledger's entries; exit 1 on any difference."""
-    needs_local("ledger verify")
-    _, database = _database()
-    with database.session() as session:
-        drifts = ledger.verify(session)
-        entries = session.scalar(select(func.count()).select_from(LedgerEntry))
-    database.dispose()
-    if not drifts:
-        console.print(f"the books balance: {entries} entries, every balance matches them")
+    if not MODE.local:
+        with remote() as client:
+            books = LedgerVerificationOut.model_validate(
+                client.call("GET", f"{API}/ledger/verification"))
+    else:
+        _, database = _database()
+        with database.session() as session:
+            books = ledger.verification(session)
+        database.dispose()
+    if not books.drifts:
+        console.print(f"the books balance: {books.entries} entries, every balance matches them")
         return
     table = Table("allocation", "member", "balance", "stored", "from", "expected", "drift")
-    for d in drifts:
+    for d in books.drifts:
         table.add_row(str(d.allocation_id), str(d.member_id), d.column,
                       format_su(d.stored_msu), d.source, format_su(d.expected_msu),
                       format_su(d.stored_msu - d.expected_msu))
     console.print(table)
-    fail(f"{len(drifts)} balance(s) differ from the ledger")
+    fail(f"{len(books.drifts)} balance(s) differ from the ledger")
 
 
 @quotas_app.command()
@@ -213,7 +218,10 @@ def sync(
     margin: MarginOption = str(DEFAULT_MARGIN),
 ) -> None:
     """End allocation periods (settling, closing with expire entries), fire and mail alerts,
-    and push pending Slurm limits. Run it periodically (e.g. every 10 minutes)."""
+    and push pending Slurm limits. Run it periodically (e.g. every 10 minutes). On the gateway
+    host only (`hpcgw admin --local quotas sync`): it is the host's periodic job, run by a
+    timer with no person's login, and it waits on every cluster's Slurm and on the mail server
+    for as long as they take, longer than an HTTP request should."""
     needs_local("quotas sync")
     settings, database = _database()
     with database.transaction() as session:
@@ -240,7 +248,9 @@ def drift(margin: MarginOption = str(DEFAULT_MARGIN)) -> None:
     ledger wants against the one Slurm holds, in billing-minutes (60 x the cluster's
     slurm_billing_scale per SU). Exit 1 when a limit differs or a cluster cannot be read.
     Slurm's usage runs ahead of the ledger by what running jobs have used so far; more than
-    that is work that bypassed the gateway."""
+    that is work that bypassed the gateway. On the gateway host only (`hpcgw admin --local
+    quotas drift`): it reads every cluster's Slurm through its admin identity, for as long as
+    an unreachable cluster takes to time out, longer than an HTTP request should."""
     needs_local("quotas drift")
     settings, database = _database()
     lines = asyncio.run(_drift(database, settings, _margin(margin)))

@@ -1,6 +1,6 @@
 """Rendering a page: the Jinja environment (with the request's language), the security headers,
-and the route class that turns a domain error into an error page and a missing sign-in into a
-redirect to the sign-in page."""
+and the route class that turns a domain error (or the database not answering) into an error page
+and a missing sign-in into a redirect to the sign-in page."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from consortium.errors import DomainError
 from gateway.api.errors import status_for
+from gateway.db import unavailable
 from gateway.ui import charts, i18n
 from quotas.rates import to_su
 
@@ -134,4 +135,10 @@ class PageRoute(APIRoute):
                 return RedirectResponse(f"/ui/sign-in?next={quote(here)}", status_code=303)
             except DomainError as exc:
                 return page(request, "error.html", status_for(exc), error=exc)
+            except Exception as exc:
+                refusal = unavailable(exc)  # the database not answering: as the API, a 503
+                if refusal is None:
+                    raise
+                return page(request, "error.html", status_for(refusal), error=refusal,
+                            headers={"Retry-After": str(refusal.retry_after)})
         return handle

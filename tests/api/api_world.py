@@ -70,9 +70,13 @@ def seed(client: TestClient, settings: Settings, world: World) -> Seeded:
     allocations = client.get(f"{api}/members/acme/allocations", headers=admin).json()
     upload = client.put(f"{api}/members/acme/files/{FILE}", headers=researcher, content=b"x")
     assert upload.status_code == 201, upload.text
+    # an account of its own for /users/{email}: fuzzing may deactivate it
+    spare = _created(client.post(f"{api}/users", headers=admin, json={
+        "email": "spare@consortium.test", "name": "Spare",
+        "password": "Tuna-Lantern-Quiet-Orbit-77"}))
     return Seeded(world=world, admin=admin, researcher=researcher, path={
         "member": "acme", "project": world.project.slug, "user_id": str(world.researcher.id),
         "job_id": str(job["id"]), "token_id": str(token["id"]),
         "invitation_id": str(invitation["id"]), "token": link.rstrip("/").rsplit("/", 1)[-1],
         "allocation_id": str(allocations[0]["id"]), "webhook_id": str(hook["id"]),
-        "cluster": CLUSTER, "slug": "pytorch-cpu", "path": FILE})
+        "cluster": CLUSTER, "slug": "pytorch-cpu", "path": FILE, "email": str(spare["email"])})

@@ -1,7 +1,9 @@
 """`hpcgw admin` over the API with the person's own login: members, identities (provisioned on
-the demo's local cluster), projects, allocations and their adjustments, each audited under the
-person's email and refused to a non-admin by the same checks as the API; `--local` on the host
-is audited as the operating-system user."""
+the demo's local cluster), projects, allocations and their adjustments, invitations, user
+accounts, the audit trail and the ledger's verification, each change audited under the
+person's email and refused to a non-admin by the same checks as the API; only `quotas
+sync|drift` ask for the host. `--local` on the host is audited as the operating-system user,
+and makes the first administrator."""
 
 from __future__ import annotations
 
@@ -12,12 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from factories import auth_headers, make_user
+from factories import auth_headers, make_member, make_project, make_user
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
-from consortium.models import AuditEvent, Member, MemberStatus, Role
+from consortium.models import AuditEvent, Member, MemberStatus, Role, User
 from gateway.api.app import create_app
 from gateway.cli import admin_mode, operators_admin_app
 from gateway.cli.admin_mode import MODE
@@ -116,8 +118,6 @@ def test_admin_commands_go_over_the_api_and_the_audit_names_the_person(
 def test_a_non_admin_is_refused_by_the_apis_own_checks(
         as_user: Callable[[str], Run], settings: Settings, fresh_database: Database) -> None:
     with fresh_database.transaction() as session:
-        from factories import make_member
-
         acme = make_member(session, "acme")
         user = make_user(session, roles={acme: Role.manager})
         token = auth_headers(settings, user)["Authorization"].removeprefix("Bearer ")
@@ -129,10 +129,88 @@ def test_a_non_admin_is_refused_by_the_apis_own_checks(
         assert (denied.action, denied.actor) == ("member.update", user.email)
 
 
-def test_host_only_commands_ask_for_local(as_user: Callable[[str], Run], settings: Settings,
-                                          fresh_database: Database) -> None:
+def _actors(database: Database, *actions: str) -> list[tuple[str, str]]:
+    with database.transaction(write=False) as session:
+        return [(e.action, e.actor) for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.action.in_(actions)).order_by(AuditEvent.id))]
+
+
+def test_member_show_and_invite_over_the_api(as_user: Callable[[str], Run], api: TestClient,
+                                             settings: Settings,
+                                             fresh_database: Database) -> None:
+    with fresh_database.transaction() as session:
+        acme = make_member(session, "acme")
+        make_project(session, acme, "soil")
+        make_user(session, email="boss@acme.test", roles={acme: Role.manager})
+    admin = as_user(_token(settings, fresh_database, email="ops@consortium.test", admin=True))
+    shown = admin("member", "show", "acme").output
+    assert "Member acme (acme, company, active)" in shown
+    assert "boss@acme.test" in shown and "manager" in shown and "soil" in shown
+    assert "no member 'nope'" in admin("member", "show", "nope", code=4).output
+    invited = admin("invite", "acme", "ana@acme.test", "--role", "researcher").output
+    # no SMTP configured here: the link to pass on, with the invitation's single-use token
+    assert "for ana@acme.test, valid once until" in invited
+    token = invited.split("/ui/invitations/", 1)[1].strip()
+    accepted = api.post(f"/api/v1/invitations/{token}/accept",
+                        json={"name": "Ana", "password": "Tuna-Lantern-Quiet-Orbit-77"})
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["membership"]["role"] == "researcher"
+    assert _actors(fresh_database, "invitation.create") == [
+        ("invitation.create", "ops@consortium.test")]
+
+
+def test_user_accounts_over_the_api(as_user: Callable[[str], Run], settings: Settings,
+                                    fresh_database: Database) -> None:
+    admin = as_user(_token(settings, fresh_database, email="ops@consortium.test", admin=True))
+    created = admin("user", "create", "bob@consortium.test", "--name", "Bob", "--password",
+                    "Tuna-Lantern-Quiet-Orbit-77").output
+    assert "user bob@consortium.test created (id " in created
+    assert "administrator" not in created
+    assert "Bob" in admin("user", "list").output
+    assert "is an administrator" in admin("user", "set-admin", "bob@consortium.test").output
+    revoked = admin("user", "set-admin", "bob@consortium.test", "--revoke").output
+    assert "is not an administrator" in revoked
+    assert "is deactivated" in admin("user", "deactivate", "bob@consortium.test").output
+    assert "no user 'eve@x.test'" in admin("user", "deactivate", "eve@x.test", code=4).output
+    with fresh_database.transaction(write=False) as session:
+        bob = session.scalars(select(User).where(User.email == "bob@consortium.test")).one()
+        assert (bob.is_admin, bob.is_active) == (False, False)
+    assert _actors(fresh_database, "user.create", "user.set_admin", "user.deactivate") == [
+        ("user.create", "ops@consortium.test"), ("user.set_admin", "ops@consortium.test"),
+        ("user.set_admin", "ops@consortium.test"), ("user.deactivate", "ops@consortium.test")]
+    # no administrator can be made over the API by someone who is not one (the first one is
+    # made with --local on the host)
+    nobody = as_user(_token(settings, fresh_database, email="joe@consortium.test"))
+    nobody("user", "create", "root@consortium.test", "--name", "Root", "--admin",
+           "--password", "Tuna-Lantern-Quiet-Orbit-77", code=6)
+    assert _actors(fresh_database, "user.create")[-1] == ("user.create", "joe@consortium.test")
+
+
+def test_audit_and_ledger_verify_over_the_api(as_user: Callable[[str], Run], settings: Settings,
+                                              fresh_database: Database) -> None:
+    admin = as_user(_token(settings, fresh_database, email="ops@consortium.test", admin=True))
+    admin("member", "create", "acme", "--name", "ACME", "--kind", "research")
+    admin("allocation", "grant", "acme", "--su", "10", "--ends", "2031-01-01")
+    trail = admin("audit", "--action", "member.create", "--since", "2020-01-01").output
+    assert "ops@consortium.test" in trail and "member.create" in trail and "acme" in trail
+    assert "allocation.grant" not in trail
+    assert "allocation.grant" in admin("audit", "--member", "acme").output
+    verified = admin("ledger", "verify").output
+    assert "the books balance: 1 entries, every balance matches them" in verified
+    # reading the trail and the books is for administrators only
+    with fresh_database.transaction() as session:
+        acme = session.scalars(select(Member).where(Member.slug == "acme")).one()
+        manager = make_user(session, roles={acme: Role.manager})
+        token = auth_headers(settings, manager)["Authorization"].removeprefix("Bearer ")
+    as_user(token)("ledger", "verify", code=6)
+    as_user(token)("audit", code=6)
+
+
+def test_only_the_hosts_periodic_work_asks_for_local(
+        as_user: Callable[[str], Run], settings: Settings, fresh_database: Database) -> None:
     admin = as_user(_token(settings, fresh_database, admin=True))
-    assert "add --local" in admin("user", "list", code=2).output
+    for command in (["quotas", "sync"], ["quotas", "drift"]):
+        assert "add --local" in admin(*command, code=2).output
 
 
 def test_local_mode_audits_the_operating_system_user(
@@ -145,6 +223,11 @@ def test_local_mode_audits_the_operating_system_user(
     _invoke(["--local", "member", "create", "beta", "--name", "Beta", "--kind", "company"], 0)
     _invoke(["--local", "project", "create", "beta", "p1", "--name", "P1", "--domain",
              "health"], 0)
+    # bootstrapping: the first administrator, with no one to log in as yet
+    first = _invoke(["--local", "user", "create", "ops@beta.test", "--name", "Ops", "--admin",
+                     "--password", "Tuna-Lantern-Quiet-Orbit-77"], 0)
+    assert "administrator" in first.output
     with fresh_database.transaction(write=False) as session:
         actors = {e.actor for e in session.scalars(select(AuditEvent))}
+        assert session.scalars(select(User).where(User.is_admin)).one().email == "ops@beta.test"
     assert actors == {f"os:{getpass.getuser()}"}

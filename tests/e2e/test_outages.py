@@ -28,7 +28,7 @@ from e2e_helpers import (
 )
 from factories import auth_headers
 from fastapi.testclient import TestClient
-from test_faults import GatewayProcess
+from gateway_processes import GatewayProcess
 
 from gateway.db import Database
 from gateway.jobs import health

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from factories import Cast, make_project
 from fastapi.testclient import TestClient
+from quota_fakes import FakeSink
 from quota_helpers import audit, give, hold_hours, settle_hours
 from sqlalchemy.orm import Session
-from test_quota_backstop import FakeSink
 
 from consortium.base import utcnow
 from consortium.models import Outcome

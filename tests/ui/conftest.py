@@ -9,9 +9,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import server_process
@@ -20,45 +18,14 @@ from playwright.sync_api import (
     BrowserContext,
     Page,
     Playwright,
-    Route,
     sync_playwright,
 )
 from server_process import ServerProcess
-from ui_browser import CHROMIUM, sign_in
+from ui_browser import CHROMIUM, DemoGateway, Hosts, NewPage, sign_in
 
-from gateway.demo import ADMIN_EMAIL, CREDENTIALS_FILE, MEMBERS
+from gateway.demo import CREDENTIALS_FILE
 
 DEMO_START_TIMEOUT = 180.0
-
-
-@dataclass
-class DemoGateway:
-    url: str
-    passwords: dict[str, str]  # email -> password, as the demo keeps them
-    data_dir: Path
-
-    def login(self, role: str, member: str | None = None) -> tuple[str, str]:
-        """(email, password) of the first demo person with this role ("admin", "manager",
-        "researcher"), in the member of this slug if one is given."""
-        if role == "admin":
-            return ADMIN_EMAIL, self.passwords[ADMIN_EMAIL]
-        email = next(p.email for m in MEMBERS for p in m.people
-                     if p.role.value == role and member in (None, m.slug))
-        return email, self.passwords[email]
-
-
-@dataclass
-class Hosts:
-    """Every host the browser contexts asked for."""
-
-    seen: set[str] = field(default_factory=set)
-
-    def record(self, route: Route) -> None:
-        """Route interception sees each request the browser sends (not one its CSP blocked);
-        the request then goes on."""
-        parts = urlsplit(route.request.url)
-        self.seen.add(parts.hostname or route.request.url)
-        route.continue_()
 
 
 @pytest.fixture(scope="session")
@@ -81,13 +48,16 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoGatew
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: while Playwright's sync API runs, its asyncio loop is the running loop of this
+# thread, and a later test of the same process that runs its own loop (anyio.run) would fail
+# with "Already running asyncio in this thread". Stopped after each module, it leaves none.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
     yield browser
@@ -99,7 +69,6 @@ def requested_hosts() -> Hosts:
     return Hosts()
 
 
-NewPage = Callable[..., Page]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ TestClient, and once in a real headless Chromium against a real uvicorn server."
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,12 +11,13 @@ from datetime import timedelta
 import httpx
 import pytest
 import uvicorn
-from conftest import Hosts, NewPage
 from factories import PASSWORD as USER_PASSWORD
 from factories import audit_events, make_member, make_user
 from fastapi.testclient import TestClient
+from server_process import free_port
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from ui_browser import Hosts, NewPage
 
 from consortium.audit import RequestContext
 from consortium.models import Member, Membership, Role, User
@@ -270,17 +270,10 @@ def test_pages_forbid_referrer_caching_and_foreign_content(
         assert all(c.startswith("csrftoken=") for c in answer.headers.get_list("set-cookie"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def live_server(settings: Settings, fresh_database: Database) -> Iterator[str]:
     """The app under a real uvicorn on loopback, on a committed database; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, database=fresh_database),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 from ui_browser import assert_accessible, screenshot
 
 if TYPE_CHECKING:
-    from conftest import DemoGateway
+    from ui_browser import DemoGateway
 
 pytestmark = pytest.mark.browser
 PageAs = Callable[..., Page]  # tests/ui/conftest.py's page_as

@@ -12,9 +12,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from conftest import DemoGateway, Hosts, NewPage
 from playwright.sync_api import Page, expect
-from ui_browser import assert_accessible, screenshot, sign_in
+from ui_browser import DemoGateway, Hosts, NewPage, assert_accessible, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 PageAs = Callable[..., Page]

@@ -14,7 +14,7 @@ from factories import make_member, make_project, make_user
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from test_ui_pages_client import csrf_token, sign_in
+from ui_client import csrf_token, sign_in
 
 from consortium.base import utcnow
 from consortium.models import Invitation, Member, MemberStatus, Role

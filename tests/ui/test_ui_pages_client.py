@@ -12,6 +12,7 @@ from decimal import Decimal
 from factories import PASSWORD, make_member, make_user
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
+from ui_client import csrf_token, sign_in
 
 import quotas.service as quotas
 from consortium.base import utcnow
@@ -26,19 +27,6 @@ from schedulers.config import BillingWeights
 
 WEIGHTS = BillingWeights(gpu=1.0)
 ONE_GPU = Amounts(gpus=1, cpus=1, mem_mb=1024)  # 1 SU an hour
-
-
-def csrf_token(html: str) -> str:
-    found = re.search(r'name="csrftoken" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
-def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> None:
-    token = csrf_token(client.get("/ui/sign-in").text)
-    answer = client.post("/ui/sign-in", data={"email": email, "password": password,
-                                              "csrftoken": token}, follow_redirects=False)
-    assert answer.status_code == 303, answer.text
 
 
 def test_visitor_home_is_french_with_a_sign_in_link_and_a_strict_csp(

@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DemoGateway, NewPage
 from playwright.sync_api import Page, expect
-from ui_browser import assert_accessible, screenshot
+from ui_browser import DemoGateway, NewPage, assert_accessible, screenshot
 
 pytestmark = pytest.mark.browser
 PageAs = Callable[..., Page]

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 from consortium.bounds import MAX_ID, Id, Instant, Offset
 from gateway.api import examples
 from gateway.api.deps import (
+    CALLER_SECURITY,
     Caller,
     ContextDep,
-    JobReadsDep,
+    Credential,
     JobServiceDep,
     ReaderDep,
 )
@@ -31,9 +32,11 @@ from gateway.api.errors import problems
 from gateway.api.etags import matches_any, revision_etag
 from gateway.api.examples import json_example
 from gateway.api.schemas import Page
+from gateway.auth.authenticator import Authenticator
 from gateway.jobs import idempotency, repository
 from gateway.jobs.arrays import MAX_TASK_ID
 from gateway.jobs.models import JobState
+from gateway.jobs.reads import JobReads
 from gateway.jobs.schemas import (
     FileListing,
     JobCreate,
@@ -164,19 +167,30 @@ async def list_jobs(
     return await read(page)
 
 
-@router.get("/jobs/{job_id}", response_model=JobDetail, operation_id="jobs-get",
-            responses={200: {**json_example(examples.JOB_DETAIL), "headers": _ETAG},
+# The read clients poll: its JSON kept as bytes (gateway.jobs.reads), its caller's principal
+# kept (gateway.auth.authenticator), both checked by one read on the event loop. It takes only
+# the Credential (CALLER_SECURITY documents it) and no response_model is checked.
+@router.get("/jobs/{job_id}", response_class=JSONResponse, operation_id="jobs-get",
+            responses={200: {"model": JobDetail, **json_example(examples.JOB_DETAIL),
+                             "headers": _ETAG},
                        304: {"description": "the job is unchanged since the tag sent in "
                                             "If-None-Match", "headers": _ETAG},
-                       **problems(401, 403, 404, 422)})
-async def get_job(job_id: JobId, principal: Caller, reads: JobReadsDep,
+                       **problems(401, 403, 404, 422)},
+            openapi_extra=CALLER_SECURITY)
+async def get_job(job_id: JobId, credential: Credential, request: Request,
                   if_none_match: Annotated[str | None, Header(
                       max_length=8192, description="the ETag of a copy held: 304 (no body) "
                                                    "while the job is unchanged")] = None,
                   ) -> Response:
     """A job with its request, quote, charge, timings, events and pending reason. The ETag
     changes with every change of the job: poll with If-None-Match."""
-    answer = await reads.detail(principal, job_id)
+    reads: JobReads = request.app.state.job_reads
+    authenticator: Authenticator = request.app.state.authenticator
+    head = await reads.head(job_id)
+    principal = authenticator.kept(credential, head.auth_epoch) if head else None
+    if principal is None:
+        principal = await authenticator.caller(credential)
+    answer = await reads.detail(principal, job_id, head)
     headers = {"ETag": revision_etag(answer.revision)}
     if if_none_match is not None and matches_any(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
