@@ -138,10 +138,10 @@ phase "alembic check, PostgreSQL" alembic_check_postgresql
 pytest_on() { # pytest_on sqlite|postgresql [PYTEST ARGS]
   local db=$1 rc=0 code
   shift
-  HPCGW_TEST_DB=$db "$VENV/bin/python" -m pytest -p no:cacheprovider -n 2 -m "not slurm" "$@"
+  HPCGW_TEST_DB=$db "$VENV/bin/python" -m pytest -p no:cacheprovider -n 2 --durations=15 -m "not slurm" "$@"
   code=$?
   ((code == 0 || code == 5)) || rc=1
-  HPCGW_TEST_DB=$db "$VENV/bin/python" -m pytest -p no:cacheprovider -m slurm "$@"
+  HPCGW_TEST_DB=$db "$VENV/bin/python" -m pytest -p no:cacheprovider --durations=15 -m slurm "$@"
   code=$?
   ((code == 0 || code == 5)) || rc=1
   return "$rc"

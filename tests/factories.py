@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 from functools import cache
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ from consortium.models import (
 from consortium.passwords import hash_password
 from consortium.service import Action
 from gateway.auth.sessions import issue_access_token
+from gateway.cli import runtime
 from gateway.settings import Settings
 from schedulers.config import BillingWeights
 
@@ -111,3 +113,12 @@ def make_cast(session: Session) -> Cast:
         globex_manager=make_user(session, email="manager@globex.test",
                                  roles={globex: Role.manager}),
     )
+
+
+def wide_cli_tables(monkeypatch: pytest.MonkeyPatch, columns: int = 250) -> None:
+    """The CLI's rich tables one line a row. rich fixes a console's width when the console is
+    made if COLUMNS is set then (the CLI's are made at import; xdist's workers have it set), so
+    the consoles get the width too, not only the environment."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for console in (runtime.console, runtime.err_console):
+        monkeypatch.setattr(console, "width", columns)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from factories import auth_headers, make_member, make_project, make_user
+from factories import auth_headers, make_member, make_project, make_user, wide_cli_tables
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
@@ -48,7 +48,7 @@ def as_user(api: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
     """as_user(token)(args...): `hpcgw admin ARGS` over the API with that bearer token."""
     monkeypatch.setattr(MODE, "local", MODE.local)  # restored after the test
     monkeypatch.setattr(MODE, "profile", MODE.profile)
-    monkeypatch.setenv("COLUMNS", "250")
+    wide_cli_tables(monkeypatch, 250)
 
     def runner(token: str) -> Run:
         @contextmanager

@@ -6,6 +6,7 @@ import getpass
 import os
 
 import pytest
+from factories import wide_cli_tables
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -30,7 +31,7 @@ def cli(fresh_database: Database, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("HPCGW_DATABASE_URL", fresh_database.url)
     monkeypatch.setenv("HPCGW_SECRET_KEY", "cli-test-secret-" + "y" * 32)
     monkeypatch.setenv("HPCGW_BASE_URL", "https://hpcgw.example.org")
-    monkeypatch.setenv("COLUMNS", "250")  # rich tables: one line a row
+    wide_cli_tables(monkeypatch, 250)
     return CliRunner()
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from factories import make_member
+from factories import make_member, wide_cli_tables
 from quota_helpers import give
 from sqlalchemy import update
 from testcluster_helpers import Cluster
@@ -89,7 +89,7 @@ def env(testcluster: Cluster, fresh_database: Database, tmp_path: Path,
     monkeypatch.setenv("HPCGW_DATABASE_URL", fresh_database.url)
     monkeypatch.setenv("HPCGW_SECRET_KEY", secrets.token_urlsafe(40))
     monkeypatch.setenv("HPCGW_CONFIG", str(config))
-    monkeypatch.setenv("COLUMNS", "250")
+    wide_cli_tables(monkeypatch, 250)
     return fresh_database
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from factories import make_member, make_project
+from factories import make_member, make_project, wide_cli_tables
 from quota_helpers import give, hold_hours, settle_hours
 from sqlalchemy import select, text
 from typer.testing import CliRunner
@@ -42,7 +42,7 @@ def env(fresh_database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("HPCGW_DATABASE_URL", fresh_database.url)
     monkeypatch.setenv("HPCGW_SECRET_KEY", secrets.token_urlsafe(40))
     monkeypatch.setenv("HPCGW_CONFIG", str(config))
-    monkeypatch.setenv("COLUMNS", "200")  # tables unwrapped
+    wide_cli_tables(monkeypatch, 200)
     return fresh_database
 
 
