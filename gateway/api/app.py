@@ -125,10 +125,10 @@ def create_app(settings: Settings, database: Database | None = None,
     # Routes are matched in the order included, one after another: the API before the pages,
     # and the jobs first, whose GET /jobs/{id} clients poll (the pages' ~40 routes, tried first,
     # cost a poll more than the rest of its route). No two routers' paths overlap.
-    app.include_router(ops.router)
     for module in (jobs, auth, tokens, members, invitations, users, quotas, ledger, templates,
                    audit, webhooks, clusters, reports):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(ops.router)
     install_ui(app, settings)  # its CSRF guard innermost, inside the body cap
     # inside it all but the CSRF guard: whatever reads a body (the routes) reads it through
     # the guard's cap

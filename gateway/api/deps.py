@@ -157,21 +157,18 @@ _token_scheme = HTTPBearer(
 
 
 # The security requirement of a route that takes Caller, for a route that authenticates its
-# Credential itself (in openapi_extra): GET /jobs/{id}, where the dependencies of those schemes
+# credential itself (in openapi_extra): GET /jobs/{id}, where the dependencies of those schemes
 # and the Caller's, solved on each request, were a third of the cost of a poll.
 CALLER_SECURITY: dict[str, Any] = {"security": [{_login_scheme.scheme_name: []},
                                                 {_token_scheme.scheme_name: []}]}
 
 
-async def get_credential(request: Request) -> str:
-    """The request's bearer token; 401 without one (before its parameters are checked)."""
+def credential_of(request: Request) -> str:
+    """The request's bearer token; 401 without one."""
     credential = bearer_token(request.headers.get("authorization", ""))
     if credential is None:
         raise Unauthenticated("a bearer token is required")
     return credential
-
-
-Credential = Annotated[str, Depends(get_credential)]
 
 
 async def get_caller(
@@ -182,7 +179,7 @@ async def get_caller(
     """The caller of the request's bearer token (gateway.auth.authenticator). It holds no
     connection or lock afterwards, so an async route may await a cluster with it."""
     authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.caller(await get_credential(request))
+    return await authenticator.caller(credential_of(request))
 
 
 Caller = Annotated[Principal, Depends(get_caller)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -60,11 +59,12 @@ def run(settings: Settings, *, workers: int = 1) -> None:
     proxies = settings.trusted_proxies
     if workers == 1:
         from gateway.api.app import create_app
+        from gateway.api.worker import settled
 
         target: FastAPI | str = settled(create_app(settings))
     else:
         # each worker process builds its app from the same environment this one validated
-        target = "gateway.cli.serve:app_from_environment"
+        target = "gateway.api.worker:app_from_environment"
         metrics.prepare_multiprocess(settings.data_dir)  # /metrics sums the workers
     config = uvicorn.Config(
         target,
@@ -90,23 +90,3 @@ def run(settings: Settings, *, workers: int = 1) -> None:
     # ACK); Linux gives accepted connections the listening socket's TCP_NODELAY
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     Multiprocess(config, sockets=[sock]).run()
-
-
-def app_from_environment() -> FastAPI:
-    """The app factory of a worker process (`--workers N`)."""
-    from gateway.api.app import create_app
-
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
-    return settled(create_app(settings))
-
-
-def settled(app: FastAPI) -> FastAPI:
-    """The app, with everything made so far (the app, its routes and models, the libraries)
-    moved out of the cyclic collector's sight: those objects live as long as the process, and
-    every full collection walked them all, pausing every request in flight. Measured at 500
-    clients, 2 workers (`bench/jobs.py --steps reads --workers 2 --seconds 10`): p99 241-272
-    ms before, 133-148 ms after."""
-    gc.collect()
-    gc.freeze()
-    return app

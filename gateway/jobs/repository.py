@@ -1,5 +1,5 @@
 """Queries of the job domain. Every read of jobs on behalf of a caller goes through
-`visible_job` or `list_jobs`, which scope it with consortium.authz."""
+`visible_job`, `list_jobs` or `list_heads`, which scope it with consortium.authz."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 from sqlalchemy.orm import Session, defer
 
 from consortium.authz import Principal, Scope, member_ids_for, require
@@ -53,33 +55,76 @@ class JobFilters:
     member_id: int | None = None
 
 
+# A list's conditions, each on a bound parameter named for its filter. A list's statement is
+# built once per set of filters in use (_listing): built per request, it cost as much as the
+# page's reads (the floor of GET /jobs, issue 10, needs that saved).
+_CONDITIONS: dict[str, ColumnElement[bool]] = {
+    "member_ids": Job.member_id.in_(bindparam("member_ids", expanding=True)),
+    "member_id": Job.member_id == bindparam("member_id"),
+    "project_id": Job.project_id == bindparam("project_id"),
+    "user_id": Job.user_id == bindparam("user_id"),
+    "states": Job.state.in_(bindparam("states", expanding=True)),
+    "cluster": Job.cluster == bindparam("cluster"),
+    "since": Job.created_at >= bindparam("since"),
+    "until": Job.created_at < bindparam("until"),
+    "before_id": Job.id < bindparam("before_id"),
+}
+
+
 def list_jobs(session: Session, principal: Principal, filters: JobFilters, *,
               before_id: int | None, limit: int) -> list[Job]:
     """Newest first (id descending), `limit` of them, only ids below `before_id` (the cursor):
     rows added meanwhile never shift a page."""
+    params = _listed(principal, filters, before_id)
+    if params is None:
+        return []
+    return list(session.scalars(_listing(tuple(params), heads=False),
+                                {**params, "limit": limit}))
+
+
+def list_heads(session: Session, principal: Principal, filters: JobFilters, *,
+               before_id: int | None, limit: int) -> Sequence[Row[int, str, int]]:
+    """list_jobs' page as its jobs' (id, public_id, revision): what kept items are checked
+    against (gateway.jobs.reads)."""
+    params = _listed(principal, filters, before_id)
+    if params is None:
+        return []
+    return session.execute(_listing(tuple(params), heads=True), {**params, "limit": limit}).all()
+
+
+def _listed(principal: Principal, filters: JobFilters,
+            before_id: int | None) -> dict[str, object] | None:
+    """The parameters of a caller's list, by condition (consortium.authz scopes it); None if
+    it may see no job."""
     allowed = member_ids_for(principal, Scope.jobs_read)
-    stmt = select(Job)
-    if allowed is not None:
-        if not allowed:
-            return []
-        stmt = stmt.where(Job.member_id.in_(sorted(allowed)))
-    if filters.member_id is not None:
-        stmt = stmt.where(Job.member_id == filters.member_id)
-    if filters.project_id is not None:
-        stmt = stmt.where(Job.project_id == filters.project_id)
-    if filters.user_id is not None:
-        stmt = stmt.where(Job.user_id == filters.user_id)
-    if filters.states:
-        stmt = stmt.where(Job.state.in_(list(filters.states)))
-    if filters.cluster is not None:
-        stmt = stmt.where(Job.cluster == filters.cluster)
-    if filters.since is not None:
-        stmt = stmt.where(Job.created_at >= filters.since)
-    if filters.until is not None:
-        stmt = stmt.where(Job.created_at < filters.until)
-    if before_id is not None:
-        stmt = stmt.where(Job.id < before_id)
-    return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
+    if allowed is not None and not allowed:
+        return None
+    params: dict[str, object] = {
+        "member_ids": sorted(allowed) if allowed is not None else None,
+        "member_id": filters.member_id, "project_id": filters.project_id,
+        "user_id": filters.user_id, "states": list(filters.states) or None,
+        "cluster": filters.cluster, "since": filters.since, "until": filters.until,
+        "before_id": before_id,
+    }
+    return {name: value for name, value in params.items() if value is not None}
+
+
+@cache
+def _listing(names: tuple[str, ...], *, heads: bool) -> Select[Any]:
+    """The list's statement on the conditions of these names, `limit` bound: its jobs, or
+    their (id, public_id, revision)."""
+    columns = (Job.id, Job.public_id, Job.revision) if heads else (Job,)
+    return (select(*columns).where(*(_CONDITIONS[name] for name in names))
+            .order_by(Job.id.desc()).limit(bindparam("limit")))
+
+
+_LISTED = (select(Job).where(Job.id.in_(bindparam("ids", expanding=True)))
+           .options(defer(Job.script, raiseload=True)))
+
+
+def listed_jobs(session: Session, ids: Sequence[int]) -> list[Job]:
+    """Jobs by id, as a list shows them: without their script (never read)."""
+    return list(session.scalars(_LISTED, {"ids": ids}))
 
 
 def events_of(session: Session, job_id: int, *, after_id: int = 0) -> list[JobEvent]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +41,7 @@ def test_serve_with_two_workers_answers_once_the_database_is_upgraded(
 def test_the_served_app_is_built_with_startup_objects_frozen_out_of_the_collector() -> None:
     from fastapi import FastAPI
 
-    from gateway.cli.serve import settled
+    from gateway.api.worker import settled
 
     gc.unfreeze()
     try:
@@ -48,3 +50,12 @@ def test_the_served_app_is_built_with_startup_objects_frozen_out_of_the_collecto
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_worker_process_imports_neither_the_command_line_nor_alembic() -> None:
+    """What each worker of `hpcgw serve --workers N` imports (issue 10's memory floor)."""
+    probe = ("import sys, gateway.api.worker; "
+             "print(sorted(m for m in ('alembic', 'typer') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                           text=True)
+    assert found.stdout.strip() == "[]"

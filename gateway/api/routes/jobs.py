@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from consortium.bounds import MAX_ID, Id, Instant, Offset
@@ -24,9 +24,9 @@ from gateway.api.deps import (
     CALLER_SECURITY,
     Caller,
     ContextDep,
-    Credential,
     JobServiceDep,
     ReaderDep,
+    credential_of,
 )
 from gateway.api.errors import problems
 from gateway.api.etags import matches_any, revision_etag
@@ -48,7 +48,6 @@ from gateway.jobs.schemas import (
     file_path,
     relative_path,
 )
-from gateway.jobs.views import job_out
 
 router = APIRouter(tags=["jobs"])
 
@@ -60,6 +59,9 @@ FileInJob = Annotated[str, Path(max_length=500), AfterValidator(file_path)]
 _JOB = {"model": JobDetail}
 _ETAG = {"ETag": {"description": "the job's revision (a strong validator)",
                   "schema": {"type": "string"}}}
+_IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
+                  "description": "the ETag of a copy held: 304 (no body) while the job is "
+                                 "unchanged", "schema": {"type": "string"}}
 
 
 def _sse_doc(*events: str) -> dict[str, Any]:
@@ -71,11 +73,38 @@ def _sse_doc(*events: str) -> dict[str, Any]:
                        "data": {"type": "string", "contentMediaType": "application/json"}}}}}}
 
 
-def _model(body: BaseModel) -> Response:
-    """A read's answer, serialised once by pydantic (FastAPI would validate it again first)."""
-    return Response(body.model_dump_json(), media_type="application/json")
 
 
+# The read clients poll, defined first so that it is the first route matched (FastAPI tries the
+# routes in order, twice per request). Its JSON is kept as bytes (gateway.jobs.reads), its
+# caller's principal kept (gateway.auth.authenticator), both checked by one read on the event
+# loop. Its credential and If-None-Match are read from the request, not declared as parameters:
+# FastAPI's solving of them (a dependency, a header) was a third of a poll's CPU, and the
+# floor of issue 10 (4,000 polls a second on two workers) needs it; openapi_extra documents
+# them.
+@router.get("/jobs/{job_id}", response_class=JSONResponse, operation_id="jobs-get",
+            responses={200: {"model": JobDetail, **json_example(examples.JOB_DETAIL),
+                             "headers": _ETAG},
+                       304: {"description": "the job is unchanged since the tag sent in "
+                                            "If-None-Match", "headers": _ETAG},
+                       **problems(401, 403, 404, 422)},
+            openapi_extra={**CALLER_SECURITY, "parameters": [_IF_NONE_MATCH]})
+async def get_job(job_id: JobId, request: Request) -> Response:
+    """A job with its request, quote, charge, timings, events and pending reason. The ETag
+    changes with every change of the job: poll with If-None-Match."""
+    credential = credential_of(request)
+    reads: JobReads = request.app.state.job_reads
+    authenticator: Authenticator = request.app.state.authenticator
+    head = await reads.head(job_id)
+    principal = authenticator.kept(credential, head.auth_epoch) if head else None
+    if principal is None:
+        principal = await authenticator.caller(credential)
+    answer = await reads.detail(principal, job_id, head)
+    headers = {"ETag": revision_etag(answer.revision)}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and matches_any(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body, media_type="application/json", headers=headers)
 
 
 @router.post(
@@ -143,6 +172,7 @@ async def list_jobs(
     *,
     principal: Caller,
     read: ReaderDep,
+    request: Request,
     project: Annotated[Id | None, Query(description="project id")] = None,
     user: Annotated[Id | None, Query(description="user id")] = None,
     state: Annotated[list[JobState] | None, Query(description="repeat for several")] = None,
@@ -155,46 +185,13 @@ async def list_jobs(
     """The jobs of the caller's members (every member for admins), newest first."""
     filters = repository.JobFilters(project_id=project, user_id=user, states=state or (),
                                     cluster=cluster, since=since)
+    reads: JobReads = request.app.state.job_reads  # its items kept (JobReads.page)
 
     def page(session: Session) -> Response:
-        found = repository.list_jobs(session, principal, filters,
-                                     before_id=int(cursor) if cursor else None, limit=limit + 1)
-        items = found[:limit]
-        counts = repository.task_counts(session, items)
-        return _model(Page[JobOut](
-            items=[job_out(j, counts.get(j.id, {})) for j in items],
-            next_cursor=str(items[-1].id) if len(found) > limit else None))
+        return Response(reads.page(session, principal, filters,
+                                   before_id=int(cursor) if cursor else None, limit=limit),
+                        media_type="application/json")
     return await read(page)
-
-
-# The read clients poll: its JSON kept as bytes (gateway.jobs.reads), its caller's principal
-# kept (gateway.auth.authenticator), both checked by one read on the event loop. It takes only
-# the Credential (CALLER_SECURITY documents it) and no response_model is checked.
-@router.get("/jobs/{job_id}", response_class=JSONResponse, operation_id="jobs-get",
-            responses={200: {"model": JobDetail, **json_example(examples.JOB_DETAIL),
-                             "headers": _ETAG},
-                       304: {"description": "the job is unchanged since the tag sent in "
-                                            "If-None-Match", "headers": _ETAG},
-                       **problems(401, 403, 404, 422)},
-            openapi_extra=CALLER_SECURITY)
-async def get_job(job_id: JobId, credential: Credential, request: Request,
-                  if_none_match: Annotated[str | None, Header(
-                      max_length=8192, description="the ETag of a copy held: 304 (no body) "
-                                                   "while the job is unchanged")] = None,
-                  ) -> Response:
-    """A job with its request, quote, charge, timings, events and pending reason. The ETag
-    changes with every change of the job: poll with If-None-Match."""
-    reads: JobReads = request.app.state.job_reads
-    authenticator: Authenticator = request.app.state.authenticator
-    head = await reads.head(job_id)
-    principal = authenticator.kept(credential, head.auth_epoch) if head else None
-    if principal is None:
-        principal = await authenticator.caller(credential)
-    answer = await reads.detail(principal, job_id, head)
-    headers = {"ETag": revision_etag(answer.revision)}
-    if if_none_match is not None and matches_any(if_none_match, headers["ETag"]):
-        return Response(status_code=304, headers=headers)
-    return Response(answer.body, media_type="application/json", headers=headers)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobDetail, operation_id="jobs-cancel",
