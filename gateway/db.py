@@ -23,6 +23,8 @@ WRITE_LOCK_OPTION = "hpcgw_write_lock"
 # failover: seconds)
 DATABASE_RETRY_AFTER_SECONDS = 5
 
+SQLITE_POOL_SIZE = 15  # connections to a SQLite file, all kept (make_engine)
+
 
 class DatabaseUnavailable(DomainError):
     """The database did not answer (down, restarting, locked, its pool exhausted): 503 with
@@ -53,6 +55,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # the logs
     kwargs = {"hide_parameters": True, **kwargs}
     if parsed.get_backend_name() == "sqlite":
+        if parsed.database not in (None, "", ":memory:"):
+            # Submit floor (bench/edge.py): a file's pool keeps every connection it may hand
+            # out, the same 15 at most at once as SQLAlchemy's default 5 + 10, and none is an
+            # overflow one, which a burst would open (4 PRAGMAs) and close at each checkout.
+            kwargs = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 0, **kwargs}
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
