@@ -54,6 +54,9 @@ class Problem(BaseModel):
     request_id: str | None = None
 
 
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -137,16 +140,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette calls this last, outside every middleware: RequestIdMiddleware neither binds
+    # the request id to these logs nor adds it to this answer, so both are done here
+    request_id = getattr(request.state, "request_id", None)
     refusal = unavailable(exc)
     if refusal is not None:  # no domain raises it: SQLAlchemy's errors are read here
         log.warning("database unavailable", path=loggable_path(request.url.path),
-                    request_id=getattr(request.state, "request_id", None),
-                    error=str(exc).splitlines()[0])
-        return await _domain_error(request, refusal)
-    # outside RequestIdMiddleware (Starlette calls this last): the request id is bound here
-    log.error("unhandled error", path=loggable_path(request.url.path),
-              request_id=getattr(request.state, "request_id", None), exc_info=exc)
-    return problem_response(request, 500, detail="internal error; quote the request id")
+                    request_id=request_id, error=str(exc).splitlines()[0])
+        response = await _domain_error(request, refusal)
+    else:
+        log.error("unhandled error", path=loggable_path(request.url.path),
+                  request_id=request_id, exc_info=exc)
+        response = problem_response(request, 500, detail="internal error; quote the request id")
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

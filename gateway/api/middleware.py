@@ -17,13 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consortium.errors import DomainError, Unauthenticated
 from gateway import metrics
-from gateway.api.errors import problem_response
+from gateway.api.errors import REQUEST_ID_HEADER, problem_response
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import bearer_token
 from gateway.logging import log, loggable_path
 from gateway.settings import Settings
 
-REQUEST_ID_HEADER = "X-Request-ID"
 _ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 # Made ids: random per process, then a counter. They need to be unique, not unpredictable, and

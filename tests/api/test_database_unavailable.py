@@ -37,6 +37,7 @@ def _assert_unavailable(client: TestClient, settings: Settings) -> None:
     body = answer.json()
     assert body["type"] == "/problems/database-unavailable"
     assert body["request_id"]  # to quote, as for any error
+    assert answer.headers["x-request-id"] == body["request_id"]  # though outside the middleware
 
 
 @pytest.fixture

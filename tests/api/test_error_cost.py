@@ -58,6 +58,7 @@ def test_an_unexpected_error_costs_milliseconds_and_a_bounded_log_without_secret
         assert answer.headers["content-type"] == PROBLEM_JSON
         assert seconds < SECONDS_PER_ERROR, seconds
         request_ids.append(answer.json()["request_id"])
+        assert answer.headers["x-request-id"] == request_ids[-1]
     with server.log.open("rb") as log:
         log.seek(logged_before)
         logged = log.read().decode()
