@@ -73,15 +73,13 @@ def _sse_doc(*events: str) -> dict[str, Any]:
                        "data": {"type": "string", "contentMediaType": "application/json"}}}}}}
 
 
-
-
 # The read clients poll, defined first so that it is the first route matched (FastAPI tries the
 # routes in order, twice per request). Its JSON is kept as bytes (gateway.jobs.reads), its
 # caller's principal kept (gateway.auth.authenticator), both checked by one read on the event
 # loop. Its credential and If-None-Match are read from the request, not declared as parameters:
-# FastAPI's solving of them (a dependency, a header) was a third of a poll's CPU, and the
-# floor of issue 10 (4,000 polls a second on two workers) needs it; openapi_extra documents
-# them.
+# FastAPI's solving of them (a dependency, a header) was about a quarter of a poll's CPU, which
+# the floor of issue 10 (4,000 polls a second on two workers) cannot spare; openapi_extra
+# documents them.
 @router.get("/jobs/{job_id}", response_class=JSONResponse, operation_id="jobs-get",
             responses={200: {"model": JobDetail, **json_example(examples.JOB_DETAIL),
                              "headers": _ETAG},
