@@ -19,9 +19,10 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
+from consortium import service as members
 from consortium.errors import DomainError
 from consortium.mail import SmtpConfig
-from consortium.models import Member, Project
+from consortium.models import Project
 from gateway.backstop import limit_sinks, push_limits
 from gateway.cli.admin_mode import MODE, local_actor, needs_local, remote
 from gateway.cli.client import API
@@ -129,9 +130,7 @@ def grant(
     settings, database = _database()
     try:
         with database.transaction() as session:
-            found = session.scalar(select(Member).where(Member.slug == member))
-            if found is None:
-                fail(f"no member '{member}'")
+            found = members.get_member(session, local_actor(), member)
             project_id = None
             if project is not None:
                 project_id = session.scalar(select(Project.id).where(
@@ -172,10 +171,7 @@ def adjust(
         settings, database = _database()
         try:
             with database.transaction() as session:
-                found = session.scalar(select(Member).where(Member.slug == member))
-                if found is None:
-                    fail(f"no member '{member}'")
-                member_id = found.id
+                member_id = members.get_member(session, local_actor(), member).id
                 service.adjust(session, member_id=member_id, allocation_id=allocation,
                                amount_msu=amount, reason=reason, actor=local_actor())
         except DomainError as exc:

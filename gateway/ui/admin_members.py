@@ -30,7 +30,6 @@ from gateway.api.deps import (
     SessionDep,
     SettingsDep,
 )
-from gateway.api.errors import status_for
 from gateway.api.routes import invitations as invitations_api
 from gateway.api.routes import members as members_api
 from gateway.settings import Settings
@@ -96,11 +95,8 @@ async def create_member(*, request: Request, form: PostedForm, viewer: DetachedA
         created = await members_api.create_member(
             body=body, database=database, principal=viewer.principal, context=context,
             settings=settings, schedulers=schedulers)
-    except ValidationError as exc:
-        errors = form_errors.of_validation(exc, inputs)
-        status = 422
-    except DomainError as exc:
-        errors, status = form_errors.of_refusal(exc, inputs), status_for(exc)
+    except (ValidationError, DomainError) as exc:
+        status, errors = form_errors.refusal(exc, inputs)
     else:
         return RedirectResponse(f"/ui/admin/members?created={created.slug}", status_code=303)
     return await reader(lambda session: _members_page(
@@ -164,13 +160,11 @@ def create_invitation(*, request: Request, slug: MemberSlug, form: PostedForm,
     inputs = ("email", "role")
     try:
         created = _invite(session, viewer, slug, form, settings=settings, context=context)
-    except ValidationError as exc:
-        return _invitations_page(request, session, viewer, slug, status=422, form=form,
-                                 errors=form_errors.of_validation(exc, inputs))
-    except DomainError as exc:
-        session.rollback()
-        return _invitations_page(request, session, viewer, slug, status=status_for(exc),
-                                 form=form, errors=form_errors.of_refusal(exc, inputs))
+    except (ValidationError, DomainError) as exc:
+        session.rollback()  # a refusal may come after a write (validation never does)
+        status, errors = form_errors.refusal(exc, inputs)
+        return _invitations_page(request, session, viewer, slug, status=status, form=form,
+                                 errors=errors)
     return _invitations_page(request, session, viewer, slug, created=created)
 
 

@@ -82,13 +82,11 @@ def grant(*, pushes: quotas_api.LimitPushes, request: Request, slug: MemberSlug,
         body = AllocationIn.model_validate({k: v for k, v in data.items() if v is not None})
         quotas_api.grant_allocation(pushes=pushes, body=body, member=member, session=session,
                                     principal=viewer.principal, context=context)
-    except ValidationError as exc:
-        return _allocations_page(request, session, viewer, slug, status=422, form=form,
-                                 errors=form_errors.of_validation(exc, GRANT_INPUTS))
-    except DomainError as exc:
-        session.rollback()
-        return _allocations_page(request, session, viewer, slug, status=status_for(exc),
-                                 form=form, errors=form_errors.of_refusal(exc, GRANT_INPUTS))
+    except (ValidationError, DomainError) as exc:
+        session.rollback()  # a refusal may come after a write (validation never does)
+        status, errors = form_errors.refusal(exc, GRANT_INPUTS)
+        return _allocations_page(request, session, viewer, slug, status=status, form=form,
+                                 errors=errors)
     return RedirectResponse(f"/ui/admin/allocations?member={slug}", status_code=303)
 
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from pydantic import ValidationError
 
 from consortium.errors import DomainError
+from gateway.api.errors import status_for
 
 GENERAL = ""  # the form as a whole
 
@@ -46,6 +47,15 @@ def of_refusal(exc: DomainError, inputs: Collection[str]) -> dict[str, list[str]
     if isinstance(errors, list) and errors:
         return by_input(errors, inputs)
     return {GENERAL: [exc.detail]}
+
+
+def refusal(exc: ValidationError | DomainError,
+            inputs: Collection[str]) -> tuple[int, dict[str, list[str]]]:
+    """The status and the messages by input of a form refused by pydantic (422) or by the
+    domain (its status, as the API answers it)."""
+    if isinstance(exc, ValidationError):
+        return 422, of_validation(exc, inputs)
+    return status_for(exc), of_refusal(exc, inputs)
 
 
 async def posted_form(request: Request) -> dict[str, str]:
