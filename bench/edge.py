@@ -236,10 +236,31 @@ def burst(gateway: Gateway, seeded: Seeded, env: dict[str, str], jobs: Jobs, *,
     ]
 
 
-def load_row(figure: str, load: Load, rps_floor: float) -> Row:
-    return Row(figure, f"{load.rps:.0f} req/s, p99 {load.p99:.1f} ms, {load.errors} errors",
-               "", f">= {rps_floor:g} req/s, p99 <= {P99_MS:g} ms, 0 errors",
+def load_row(figure: str, load: Load, rps_floor: float, split: str) -> Row:
+    return Row(figure, f"{load.rps:.0f} req/s, p99 {load.p99:.1f} ms, {load.errors} errors; "
+               f"workers' CPU {split}", "",
+               f">= {rps_floor:g} req/s, p99 <= {P99_MS:g} ms, 0 errors",
                load.rps >= rps_floor and load.p99 <= P99_MS and load.errors == 0)
+
+
+def split_load(gateway: Gateway, load: Callable[[], Load]) -> tuple[Load, str]:
+    """A wrk load and each worker's share of the workers' CPU during it (`52%/48%`). uvicorn's
+    workers share one listening socket: when hundreds of clients connect at once, one worker
+    may accept them all and serve alone, and the figure is then what one worker can do."""
+    assert gateway.process is not None
+    workers = [pid for pid in process_tree(gateway.process.pid)[1:]
+               if "spawn_main" in cmdline(pid)]
+
+    def ticks() -> list[int]:  # user and system time (fields 14 and 15)
+        return [sum(int(field) for field in _stat(pid)[11:13]) for pid in workers]
+
+    before = ticks()
+    done = load()
+    used = [after - start for after, start in zip(ticks(), before, strict=True)]
+    total = sum(used) or 1
+    split = "/".join(f"{100 * u / total:.0f}%" for u in used)
+    print(f"  workers' CPU: {split}")
+    return done, split
 
 
 def reads(gateway: Gateway, seeded: Seeded, job_id: str, seconds: int) -> list[Row]:
@@ -248,9 +269,11 @@ def reads(gateway: Gateway, seeded: Seeded, job_id: str, seconds: int) -> list[R
     first = httpx.get(url, headers=auth, timeout=10)
     assert first.status_code == 200 and first.json()["id"] == job_id, first.text
     wrk(url, seeded.token, WORKERS, 50, 2)  # warm-up, untimed
-    plain = wrk(url, seeded.token, WORKERS, READ_CLIENTS, seconds)
+    plain, split = split_load(gateway, lambda: wrk(url, seeded.token, WORKERS, READ_CLIENTS,
+                                                   seconds))
     plain.show()
-    rows = [load_row(f"GET /api/v1/jobs/{{id}}, {READ_CLIENTS} clients", plain, READ_RPS)]
+    rows = [load_row(f"GET /api/v1/jobs/{{id}}, {READ_CLIENTS} clients", plain, READ_RPS,
+                     split)]
     figure = f"the same with If-None-Match, {READ_CLIENTS} clients"
     etag = first.headers.get("etag")
     again = httpx.get(url, headers={**auth, "If-None-Match": etag or '"none"'}, timeout=10)
@@ -260,16 +283,17 @@ def reads(gateway: Gateway, seeded: Seeded, job_id: str, seconds: int) -> list[R
     else:
         os.environ["HPCGW_BENCH_IF_NONE_MATCH"] = etag
         try:
-            matched = wrk(url, seeded.token, WORKERS, READ_CLIENTS, seconds)
+            matched, split = split_load(gateway, lambda: wrk(
+                url, seeded.token, WORKERS, READ_CLIENTS, seconds))
         finally:
             del os.environ["HPCGW_BENCH_IF_NONE_MATCH"]
         matched.show()
-        rows.append(load_row(figure, matched, READ_304_RPS))
-    listed = wrk(f"{gateway.url}/api/v1/jobs?limit=50", seeded.token, WORKERS, LIST_CLIENTS,
-                 seconds)
+        rows.append(load_row(figure, matched, READ_304_RPS, split))
+    listed, split = split_load(gateway, lambda: wrk(
+        f"{gateway.url}/api/v1/jobs?limit=50", seeded.token, WORKERS, LIST_CLIENTS, seconds))
     listed.show()
     rows.append(load_row(f"GET /api/v1/jobs?limit=50, {LIST_CLIENTS} clients", listed,
-                         LIST_RPS))
+                         LIST_RPS, split))
     return rows
 
 
