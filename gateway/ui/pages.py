@@ -23,6 +23,7 @@ from markupsafe import Markup
 from consortium.errors import DomainError
 from gateway.api.errors import status_for
 from gateway.db import unavailable
+from gateway.jobs import reasons
 from gateway.ui import charts, i18n
 from quotas.rates import to_su
 
@@ -73,12 +74,19 @@ def _float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _pending_reason(code: str | None) -> str | None:
+    """Slurm's pending reason code as a sentence in the request's language."""
+    found = reasons.sentence(code)
+    return None if found is None else i18n.gettext(found[0], **found[1])
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                       extensions=["jinja2.ext.i18n"])
     env.install_gettext_callables(i18n.gettext, _ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(su=_su, msu=_msu, day=_day, short_day=_short_day, float=_float)
-    env.globals.update(line_chart=charts.line_chart, bar_chart=charts.bar_chart)
+    env.globals.update(line_chart=charts.line_chart, bar_chart=charts.bar_chart,
+                       pending_reason=_pending_reason)
     return env
 
 

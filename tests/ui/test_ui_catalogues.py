@@ -1,5 +1,6 @@
 """The translation catalogues: the committed .mo says what its .po says, every string of the
-pages has its French translation, and the .pot holds every string the pages use."""
+pages (Slurm's pending reasons included) has its French translation, and the .pot holds every
+string the pages use."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import io
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import extract_from_dir, extract_from_file
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
 
+from gateway.jobs import reasons
 from gateway.ui import i18n
 
 UI = Path(i18n.__file__).parent
@@ -49,6 +51,10 @@ def test_every_string_of_the_pages_has_a_french_translation() -> None:
         str(UI), method_map=[("**/templates/**.html", "jinja2"), ("**.py", "python")],
         options_map={"**/templates/**.html": {"extensions": "jinja2.ext.i18n"}},
         keywords={"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None})}
+    # Slurm's pending reasons, shown on the job pages
+    used |= {message for _, message, _, _ in extract_from_file(
+        "python", reasons.__file__, keywords={"translatable": None})}
+    assert len(used) > len(reasons.REASONS)
     missing = {m if isinstance(m, str) else m[0] for m in used} - {
         m.id if isinstance(m.id, str) else m.id[0] for m in catalog}
     assert not missing, f"not in the catalogue (run scripts/ui-catalogues.sh): {missing}"

@@ -4,6 +4,7 @@ from a page is the API's job, and only admins reach the admin pages (404 for any
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,16 +13,16 @@ from pathlib import Path
 import pytest
 from factories import make_member, make_project, make_user
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from ui_client import csrf_token, sign_in
 
 from consortium.base import utcnow
-from consortium.models import Invitation, Member, MemberStatus, Role
+from consortium.models import Invitation, Member, MemberStatus, Role, User
 from gateway.api.app import create_app
 from gateway.db import Database
 from gateway.jobs.config import JobsSettings
-from gateway.jobs.models import Job
+from gateway.jobs.models import Job, JobState
 from gateway.jobs.templates import seed_templates
 from gateway.settings import Settings
 from quotas import service as quotas
@@ -170,6 +171,29 @@ def test_researcher_gets_404_on_admin_pages_and_on_another_members_job(
     status, page = submit_script(client, "globex/secret")
     assert status == 403, page
     assert 'class="error" role="alert"' in page
+
+
+def test_a_pending_jobs_page_gives_slurms_reason_in_the_viewers_language(
+        client: TestClient, session: Session, member: Member) -> None:
+    email = researcher_of(session, member)
+    sign_in(client, email)
+    status, job = submit_script(client, "acme/training")
+    assert status == 303, job
+    for code, french, english in [
+            ("Priority", "Des calculs plus prioritaires le précèdent dans la file d'attente.",
+             "Jobs with a higher priority are ahead of this one in the queue."),
+            ("QOSGrpNodeRunMinutes",
+             "Une limite d'usage Node de sa QOS est atteinte : le calcul attend que davantage "
+             "soit permis.",
+             "A Node usage limit of its QOS is reached: the job waits until more is allowed.")]:
+        session.execute(update(Job).where(Job.public_id == job).values(
+            state=JobState.pending, pending_reason=code))
+        session.execute(update(User).where(User.email == email).values(locale="fr"))
+        session.commit()
+        assert french in html.unescape(client.get(f"/ui/jobs/{job}").text)
+        session.execute(update(User).where(User.email == email).values(locale="en"))
+        session.commit()
+        assert english in html.unescape(client.get(f"/ui/jobs/{job}").text)
 
 
 def test_admin_onboards_a_member_invites_and_suspends_through_the_pages(
