@@ -45,9 +45,21 @@ class LoopReads:
         self._pg_loop: asyncio.AbstractEventLoop | None = None
         self._pg_lock = asyncio.Lock()
 
+    @property
+    def round_trips(self) -> bool:
+        """Whether a read is a round trip to a server (PostgreSQL), which the reads asked
+        meanwhile can share (SQLite answers at once, in process)."""
+        return self._sqlite_file is None
+
     async def first(self, statement: ClauseElement,
                     parameters: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The statement's first row (its bind parameters by name)."""
+        rows = await self.all(statement, parameters)
+        return rows[0] if rows else None
+
+    async def all(self, statement: ClauseElement,
+                  parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """The statement's rows (its bind parameters by name)."""
         compiled = self._compiled.get(statement)
         if compiled is None:
             made = statement.compile(dialect=self._dialect)
@@ -56,11 +68,11 @@ class LoopReads:
             compiled = self._compiled[statement] = made
         parameters = parameters or {}
         if self._sqlite_file is not None:
-            return self._sqlite_first(self._sqlite_file, compiled, parameters)
-        return await self._pg_first(compiled, parameters)
+            return self._sqlite_rows(self._sqlite_file, compiled, parameters)
+        return await self._pg_rows(compiled, parameters)
 
-    def _sqlite_first(self, file: str, compiled: SQLCompiler,
-                      parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def _sqlite_rows(self, file: str, compiled: SQLCompiler,
+                     parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         try:
             if self._sqlite_connection is None:
                 # autocommit: each read sees the latest commit and holds no lock after it
@@ -71,8 +83,7 @@ class LoopReads:
             try:
                 cursor.execute(compiled.string,
                                tuple(parameters[name] for name in compiled.positiontup or ()))
-                row: tuple[Any, ...] | None = cursor.fetchone()
-                return row
+                return cursor.fetchall()
             finally:
                 cursor.close()
         except sqlite3.Error as exc:
@@ -80,8 +91,8 @@ class LoopReads:
                 self._close_sqlite()
             raise LoopReadFailed(str(exc)) from exc
 
-    async def _pg_first(self, compiled: SQLCompiler,
-                        parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    async def _pg_rows(self, compiled: SQLCompiler,
+                       parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         loop = asyncio.get_running_loop()
         if self._pg_loop is not loop:  # a connection belongs to the loop that made it
             self._close_pg()
@@ -93,7 +104,7 @@ class LoopReads:
                         self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         application_name=APPLICATION_NAME)
                 cursor = await self._pg.execute(compiled.string, dict(parameters))
-                return await cursor.fetchone()
+                return await cursor.fetchall()
             except psycopg.Error as exc:
                 self._close_pg()
                 raise LoopReadFailed(str(exc)) from exc

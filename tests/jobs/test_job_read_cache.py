@@ -289,7 +289,7 @@ def test_a_read_the_event_loop_cannot_make_is_made_the_usual_way_and_its_connect
     async def unreachable(*_: Any, **__: Any) -> None:
         raise LoopReadFailed("the server is down")
 
-    monkeypatch.setattr(reads, "first", unreachable)
+    monkeypatch.setattr(reads, "all", unreachable)  # `first` reads through it too
     assert _read(client, job, headers)["id"] == job
     assert submit(client, headers, world.project).status_code == 201
 
@@ -313,3 +313,65 @@ def test_reads_that_miss_together_build_the_answer_once(
     assert client.portal is not None
     assert client.portal.call(together) == [200] * 40
     assert builds == [job]
+
+
+def test_polls_arriving_together_share_their_reads_on_postgresql_and_each_gets_its_job(
+    committed: tuple[World, TestClient], as_: Headers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """40 polls of 4 jobs at once: each answered its own job at its current revision. On
+    PostgreSQL the heads asked while a read is on its way are read together (fewer reads than
+    polls); SQLite reads each at once, in process."""
+    world, client = committed
+    headers = as_(world.researcher)
+    jobs = [submit(client, headers, world.project).json()["id"] for _ in range(4)]
+    loop_reads: LoopReads = client.app.state.loop_reads  # type: ignore[attr-defined]
+    batches: list[int] = []
+    read_all = loop_reads.all
+
+    async def counted(statement: Any, parameters: Any = None) -> Any:
+        batches.append(len((parameters or {}).get("public_ids", [None])))
+        return await read_all(statement, parameters)
+
+    monkeypatch.setattr(loop_reads, "all", counted)
+
+    async def together() -> list[tuple[int, str, str]]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as reader:
+            answers = await asyncio.gather(*(
+                reader.get(f"/api/v1/jobs/{jobs[k % 4]}", headers=headers)
+                for k in range(40)))
+        return [(a.status_code, a.json()["id"], a.headers["etag"]) for a in answers]
+
+    assert client.portal is not None
+    answers = client.portal.call(together)
+    current = {job: client.get(f"/api/v1/jobs/{job}", headers=headers).headers["etag"]
+               for job in jobs}
+    assert answers == [(200, jobs[k % 4], current[jobs[k % 4]]) for k in range(40)]
+    if loop_reads.round_trips:
+        assert 0 < len(batches) < 40 and max(batches) > 1, batches
+    else:
+        assert batches.count(1) == len(batches) >= 40
+
+
+def test_a_poll_that_goes_away_does_not_take_the_shared_read_with_it(
+    committed: tuple[World, TestClient], as_: Headers,
+) -> None:
+    world, client = committed
+    headers = as_(world.researcher)
+    job = submit(client, headers, world.project).json()["id"]
+    reads: JobReads = client.app.state.job_reads  # type: ignore[attr-defined]
+    loop_reads: LoopReads = client.app.state.loop_reads  # type: ignore[attr-defined]
+
+    async def one_leaves() -> tuple[bool, Any]:
+        leaving = asyncio.ensure_future(reads.head(job))
+        staying = asyncio.ensure_future(reads.head(job))
+        await asyncio.sleep(0)
+        waiting = not leaving.done()  # for the read both share (PostgreSQL)
+        leaving.cancel()
+        return waiting, await staying
+
+    assert client.portal is not None
+    waiting, head = client.portal.call(one_leaves)
+    assert waiting == loop_reads.round_trips
+    assert head is not None and head.member_id == world.acme.id
+    assert client.portal.call(reads.head, job) is not None  # and the next poll reads again
