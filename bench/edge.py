@@ -74,6 +74,7 @@ from gateway.db import Database  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 
 WORKERS = 2
+WORKER_COMMAND = "-m gateway.api.worker"  # how gateway.cli.workers starts each worker
 READ_CLIENTS = 500
 LIST_CLIENTS = 50
 BURST_CLIENTS = 16
@@ -132,7 +133,7 @@ def rss_row(pid: int) -> list[Row]:
     """The resident memory of one process of the gateway (none once it has ended)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        kind = "worker" if "spawn_main" in cmdline(pid) else "helper process"
+        kind = "worker" if WORKER_COMMAND in cmdline(pid) else "helper process"
     except OSError:
         return []
     kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
@@ -244,12 +245,12 @@ def load_row(figure: str, load: Load, rps_floor: float, split: str) -> Row:
 
 
 def split_load(gateway: Gateway, load: Callable[[], Load]) -> tuple[Load, str]:
-    """A wrk load and each worker's share of the workers' CPU during it (`52%/48%`). uvicorn's
-    workers share one listening socket: when hundreds of clients connect at once, one worker
-    may accept them all and serve alone, and the figure is then what one worker can do."""
+    """A wrk load and each worker's share of the workers' CPU during it (`52%/48%`): the kernel
+    spreads connections across the workers' sockets (gateway.cli.workers), by a hash of their
+    addresses, so a share far from even says one worker served most of the load."""
     assert gateway.process is not None
     workers = [pid for pid in process_tree(gateway.process.pid)[1:]
-               if "spawn_main" in cmdline(pid)]
+               if WORKER_COMMAND in cmdline(pid)]
 
     def ticks() -> list[int]:  # user and system time (fields 14 and 15)
         return [sum(int(field) for field in _stat(pid)[11:13]) for pid in workers]

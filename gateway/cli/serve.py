@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from uvicorn.supervisors import Multiprocess
 
 from gateway import metrics, migrations
 from gateway.cli.runtime import fail, first_line, load_settings
 from gateway.logging import configure_logging
 from gateway.settings import Settings
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-GRACEFUL_SHUTDOWN_SECONDS = 30
 
 
 def serve(
@@ -54,39 +47,15 @@ def require_schema_at_head(settings: Settings) -> None:
 
 
 def run(settings: Settings, *, workers: int = 1) -> None:
-    """uvicorn on settings.host:port; forwarded headers are believed only from trusted proxies."""
+    """The API on settings.host:port: in this process, or in `workers` worker processes."""
     configure_logging(settings.log_level, settings.log_json)
-    proxies = settings.trusted_proxies
-    if workers == 1:
-        from gateway.api.app import create_app
-        from gateway.api.worker import settled
+    if workers > 1:
+        from gateway.cli.workers import supervise  # imports the app: not for every command
 
-        target: FastAPI | str = settled(create_app(settings))
-    else:
-        # each worker process builds its app from the same environment this one validated
-        target = "gateway.api.worker:app_from_environment"
         metrics.prepare_multiprocess(settings.data_dir)  # /metrics sums the workers
-    config = uvicorn.Config(
-        target,
-        factory=workers > 1,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies or None,
-        log_config=None,  # our structlog setup renders uvicorn's records too
-        server_header=False,
-        # asyncio's loop, not uvloop: measured with 500 clients on one process, uvloop left some
-        # connections unanswered for seconds (p99 5-7 s) where asyncio's stays fair (bench/)
-        loop="asyncio",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    if workers == 1:
-        uvicorn.Server(config).run()
+        supervise(settings.host, settings.port, workers)
         return
-    sock = config.bind_socket()
-    # uvicorn makes this socket without naming TCP, so asyncio does not set TCP_NODELAY on the
-    # connections it accepts from it (every answer then waited ~40 ms for the client's delayed
-    # ACK); Linux gives accepted connections the listening socket's TCP_NODELAY
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    Multiprocess(config, sockets=[sock]).run()
+    from gateway.api.app import create_app
+    from gateway.api.worker import settled, uvicorn_config
+
+    uvicorn.Server(uvicorn_config(settings, settled(create_app(settings)))).run()
