@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -45,12 +45,6 @@ class LoopReads:
         self._pg_loop: asyncio.AbstractEventLoop | None = None
         self._pg_lock = asyncio.Lock()
 
-    @property
-    def round_trips(self) -> bool:
-        """Whether a read is a round trip to a server (PostgreSQL), which the reads asked
-        meanwhile can share (SQLite answers at once, in process)."""
-        return self._sqlite_file is None
-
     async def first(self, statement: ClauseElement,
                     parameters: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The statement's first row (its bind parameters by name)."""
@@ -59,7 +53,8 @@ class LoopReads:
 
     async def all(self, statement: ClauseElement,
                   parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """The statement's rows (its bind parameters by name)."""
+        """The statement's rows (its bind parameters by name; a list for an expanding one,
+        `column.in_(bindparam(name, expanding=True))`)."""
         compiled = self._compiled.get(statement)
         if compiled is None:
             made = statement.compile(dialect=self._dialect)
@@ -67,12 +62,18 @@ class LoopReads:
                 raise TypeError(f"not a SQL statement: {statement}")
             compiled = self._compiled[statement] = made
         parameters = parameters or {}
+        sql: str = compiled.string
+        names: Sequence[str] | None = compiled.positiontup
+        if any(bind.expanding for bind in compiled.binds.values()):
+            expanded = compiled.construct_expanded_state(parameters)
+            sql, names, parameters = expanded.statement, expanded.positiontup, expanded.parameters
         if self._sqlite_file is not None:
-            return self._sqlite_rows(self._sqlite_file, compiled, parameters)
-        return await self._pg_rows(compiled, parameters)
+            return self._sqlite_rows(self._sqlite_file, sql,
+                                     tuple(parameters[name] for name in names or ()))
+        return await self._pg_rows(sql, parameters)
 
-    def _sqlite_rows(self, file: str, compiled: SQLCompiler,
-                     parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def _sqlite_rows(self, file: str, sql: str,
+                     parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
             if self._sqlite_connection is None:
                 # autocommit: each read sees the latest commit and holds no lock after it
@@ -81,8 +82,7 @@ class LoopReads:
                 self._sqlite_connection.execute("PRAGMA busy_timeout=0")
             cursor = self._sqlite_connection.cursor()
             try:
-                cursor.execute(compiled.string,
-                               tuple(parameters[name] for name in compiled.positiontup or ()))
+                cursor.execute(sql, parameters)
                 return cursor.fetchall()
             finally:
                 cursor.close()
@@ -91,8 +91,7 @@ class LoopReads:
                 self._close_sqlite()
             raise LoopReadFailed(str(exc)) from exc
 
-    async def _pg_rows(self, compiled: SQLCompiler,
-                       parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    async def _pg_rows(self, sql: str, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         loop = asyncio.get_running_loop()
         if self._pg_loop is not loop:  # a connection belongs to the loop that made it
             self._close_pg()
@@ -103,7 +102,7 @@ class LoopReads:
                     self._pg = await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         application_name=APPLICATION_NAME)
-                cursor = await self._pg.execute(compiled.string, dict(parameters))
+                cursor = await self._pg.execute(sql, dict(parameters))
                 return await cursor.fetchall()
             except psycopg.Error as exc:
                 self._close_pg()

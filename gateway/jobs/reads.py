@@ -16,12 +16,13 @@ worker thread and transaction: see JobReads.page.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from dataclasses import dataclass
 
 import anyio
 from cachetools import LRUCache
-from sqlalchemy import ARRAY, String, any_, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from consortium.authz import Principal, Scope, require
@@ -39,11 +40,12 @@ from gateway.loop_reads import LoopReadFailed, LoopReads
 CACHE_BYTES = 16 * 1024 * 1024
 ITEM_CACHE_BYTES = 8 * 1024 * 1024
 
-_HEAD_COLUMNS = (Job.member_id, Job.revision, select(AuthEpoch.value).scalar_subquery())
-_HEAD = select(*_HEAD_COLUMNS).where(Job.public_id == bindparam("public_id"))
-# PostgreSQL: the heads of the polls that arrived while the previous read was on its way
-_HEADS = (select(Job.public_id, *_HEAD_COLUMNS)
-          .where(Job.public_id == any_(bindparam("public_ids", type_=ARRAY(String)))))
+# The heads of the polls that arrived while the previous read was on its way, or in the same
+# turn of the event loop (JobReads.head)
+_HEADS = (select(Job.public_id, Job.member_id, Job.revision,
+                 select(AuthEpoch.value).scalar_subquery())
+          .where(Job.public_id.in_(bindparam("public_ids", expanding=True))))
+HEADS_PER_READ = 500  # within SQLite's bound variables (32,766) and PostgreSQL's (65,535)
 
 
 @dataclass(frozen=True)
@@ -76,31 +78,22 @@ class JobReads:
         self._items: LRUCache[str, JobAnswer] = LRUCache(ITEM_CACHE_BYTES, getsizeof=_size)
         # answers being built, by job: the same reads asked meanwhile wait for it
         self._building: dict[str, anyio.Event] = {}
-        # heads asked while a read of heads is on its way (PostgreSQL), by job; and the loop
-        # they belong to (a future belongs to its loop)
+        # the heads asked and not yet read, by job (JobReads.head), and their loop
         self._asked: dict[str, asyncio.Future[JobHead | None]] = {}
         self._asked_loop: asyncio.AbstractEventLoop | None = None
         self._reading: asyncio.Task[None] | None = None
 
     async def head(self, public_id: str) -> JobHead | None:
-        """The job's head read on the event loop; None for an unknown job or a failed read."""
-        if self._loop_reads.round_trips:
-            return await self._shared_head(public_id)
-        try:
-            row = await self._loop_reads.first(_HEAD, {"public_id": public_id})
-        except LoopReadFailed:
-            return None
-        return JobHead(*row) if row is not None else None
+        """The job's head, read on the event loop with those of every poll that arrives
+        meanwhile; None for an unknown job or a failed read.
 
-    async def _shared_head(self, public_id: str) -> JobHead | None:
-        """The head read with those of every poll that arrives while a read is on its way:
-        one round trip for all of them. On PostgreSQL a read per poll cost its round trip,
-        the server's work and two process switches; with 500 clients on 2 workers (bench/
-        edge.py) it held polls to 2,600/s, where SQLite's in-process read gave 4,400. Each
-        read starts after every poll it answers arrived, so none gets an older head than its
-        own read would have."""
+        One read for all the polls of a turn of the event loop (SQLite), or of a round trip
+        (PostgreSQL), each started after every poll it answers arrived: none gets an older
+        head than its own read would have. With 500 clients on 2 workers (bench/edge.py), a
+        PostgreSQL read per poll (its round trip, the server's work, two process switches)
+        held polls to 2,600/s, and SQLite's in-process read was ~9% of a poll's CPU."""
         loop = asyncio.get_running_loop()
-        if self._asked_loop is not loop:
+        if self._asked_loop is not loop:  # a future belongs to its loop
             self._asked, self._asked_loop, self._reading = {}, loop, None
         asked = self._asked.get(public_id)
         if asked is None:
@@ -115,7 +108,9 @@ class JobReads:
         asked: dict[str, asyncio.Future[JobHead | None]] = {}
         try:
             while self._asked:
-                asked, self._asked = self._asked, {}
+                asked = dict(itertools.islice(self._asked.items(), HEADS_PER_READ))
+                for public_id in asked:
+                    del self._asked[public_id]
                 try:
                     rows = await self._loop_reads.all(_HEADS, {"public_ids": list(asked)})
                 except LoopReadFailed:
