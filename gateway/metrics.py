@@ -144,9 +144,9 @@ def exposition(database: Database, clusters: Sequence[str], states: Sequence[str
 
 
 def prepare_multiprocess(data_dir: Path) -> None:
-    """Before uvicorn starts several workers: unless PROMETHEUS_MULTIPROC_DIR names one, each
-    worker writes its figures in <data_dir>/metrics, emptied here (the figures of a previous
-    run would be added to this one's)."""
+    """Before `hpcgw serve` starts several workers: unless PROMETHEUS_MULTIPROC_DIR names one,
+    each worker writes its figures in <data_dir>/metrics, emptied here (the figures of a
+    previous run would be added to this one's)."""
     if MULTIPROC_ENV in os.environ:
         return  # the operator's (shared with `hpcgw tracker`?): emptied by the deployment
     directory = data_dir.resolve() / "metrics"
