@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from consortium.errors import InvalidInput
+from consortium.texts import translatable
 
 # argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, m=64 MiB, p=4).
 _hasher = PasswordHasher()
@@ -76,7 +77,7 @@ class WeakPassword(InvalidInput):
     `password` field (422, like the schema's own checks)."""
 
     code = "validation"
-    title = "Validation failed"
+    title = translatable("Validation failed")
 
     def __init__(self, problem: str) -> None:
         super().__init__(problem, errors=[{"loc": ["body", "password"], "msg": problem,

@@ -61,6 +61,7 @@ from consortium.schemas import (
     UserCreate,
     UserOut,
 )
+from consortium.texts import translatable
 from consortium.tokens import token_hash
 
 Actor = Principal | str
@@ -92,7 +93,7 @@ class InvitationGone(DomainError):
     """A known invitation that can no longer be used: accepted, revoked or expired."""
 
     code = "invitation-gone"
-    title = "Invitation no longer valid"
+    title = translatable("Invitation no longer valid")
 
 
 class IdentityAccount(Protocol):
@@ -605,7 +606,7 @@ SIGN_IN_OR_CREATE = ("sign in as the invited account to accept, or, if that emai
 
 class InvitationNeedsSignIn(Unauthenticated):
     code = "invitation-sign-in"
-    title = "Sign in to accept"
+    title = translatable("Sign in to accept")
 
 
 def accept_invitation(session: Session, token: str, data: InvitationAccept, *,

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from consortium.errors import DomainError
+from consortium.texts import translatable
 
 # Execution option on the writers' engine: on SQLite their transactions start with
 # BEGIN IMMEDIATE, so two writers queue on busy_timeout instead of one failing with
@@ -31,7 +32,7 @@ class DatabaseUnavailable(DomainError):
     Retry-After, not a 500, for the caller can retry and nothing is wrong with its request."""
 
     code = "database-unavailable"
-    title = "Database unavailable"
+    title = translatable("Database unavailable")
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from consortium.errors import DomainError
+from consortium.texts import translatable
 from quotas.rates import format_su, to_su
 
 
@@ -10,7 +11,7 @@ class QuotaExceeded(DomainError):
     """A hold that does not fit. Carries requested, available and held, in milli-SU and SU."""
 
     code = "quota-exceeded"
-    title = "Quota exceeded"
+    title = translatable("Quota exceeded")
 
     def __init__(self, *, requested_msu: int, available_msu: int, held_msu: int,
                  open_holds: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from consortium.errors import Conflict, DomainError, InvalidInput
+from consortium.texts import translatable
 
 
 class JobInputInvalid(InvalidInput):
@@ -12,7 +13,7 @@ class JobInputInvalid(InvalidInput):
     reported like FastAPI's own validation errors: a list of {loc, msg, type}."""
 
     code = "validation"
-    title = "Validation failed"
+    title = translatable("Validation failed")
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
@@ -28,7 +29,7 @@ class ClusterUnavailable(DomainError):
     """The cluster could not be reached; nothing was done there. 503 with Retry-After."""
 
     code = "cluster-unavailable"
-    title = "Cluster unavailable"
+    title = translatable("Cluster unavailable")
 
     def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
         super().__init__(detail, retry_after=retry_after, **extra)
@@ -38,41 +39,41 @@ class ClusterTimeout(DomainError):
     """The cluster did not answer in time (504)."""
 
     code = "cluster-timeout"
-    title = "Cluster did not answer"
+    title = translatable("Cluster did not answer")
 
 
 class SubmissionRejected(DomainError):
     """Slurm refused the job; `detail` is Slurm's own message (422)."""
 
     code = "scheduler-rejected"
-    title = "Rejected by the scheduler"
+    title = translatable("Rejected by the scheduler")
 
 
 class SchedulerLimitReached(Conflict):
     """Slurm refused the job because of a limit of the account or QOS (409)."""
 
     code = "scheduler-limit"
-    title = "Scheduler limit reached"
+    title = translatable("Scheduler limit reached")
 
 
 class TooManyActiveJobs(Conflict):
     code = "too-many-jobs"
-    title = "Too many active jobs"
+    title = translatable("Too many active jobs")
 
 
 class IdempotencyKeyInFlight(Conflict):
     code = "idempotency-in-flight"
-    title = "A request with this Idempotency-Key is in progress"
+    title = translatable("A request with this Idempotency-Key is in progress")
 
 
 class IdempotencyKeyReused(InvalidInput):
     code = "idempotency-key-reused"
-    title = "Idempotency-Key reused with another request"
+    title = translatable("Idempotency-Key reused with another request")
 
 
 class FileTooLarge(DomainError):
     code = "file-too-large"
-    title = "File too large"
+    title = translatable("File too large")
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"files are limited to {limit} bytes", limit=limit)

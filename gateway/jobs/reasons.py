@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import re
 
-
-def translatable(message: str) -> str:
-    """Marks a sentence for the web interface's catalogues (scripts/ui-catalogues.sh)."""
-    return message
-
+from consortium.texts import translatable
 
 REASONS: dict[str, str] = {
     "None": translatable("The job is waiting to be scheduled."),

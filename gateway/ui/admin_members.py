@@ -54,7 +54,7 @@ def _members(session: Session, viewer: Viewer) -> list[MemberOut]:
 
 def _members_page(request: Request, session: Session, viewer: Viewer, settings: Settings,
                   *, form: Mapping[str, str] | None = None,
-                  errors: Mapping[str, list[str]] | None = None, status: int = 200,
+                  errors: Mapping[str, list[form_errors.Message]] | None = None, status: int = 200,
                   done: str | None = None) -> Response:
     return page(request, "admin_members.html", status, members=_members(session, viewer),
                 kinds=list(MemberKind), clusters=settings.clusters, form=form or {},
@@ -122,7 +122,7 @@ def _invitations_page(request: Request, session: Session, viewer: AdminViewer, s
                       *, status: int = 200,
                       created: InvitationCreated | None = None,
                       form: Mapping[str, str] | None = None,
-                      errors: Mapping[str, list[str]] | None = None) -> Response:
+                      errors: Mapping[str, list[form_errors.Message]] | None = None) -> Response:
     everyone = _members(session, viewer)
     chosen = slug or (everyone[0].slug if everyone else None)
     listed = []

@@ -46,7 +46,7 @@ def _chosen(session: Session, viewer: AdminViewer, slug: str | None
 def _allocations_page(request: Request, session: Session, viewer: AdminViewer,
                       slug: str | None, *, status: int = 200,
                       form: Mapping[str, str] | None = None,
-                      errors: Mapping[str, list[str]] | None = None) -> Response:
+                      errors: Mapping[str, list[form_errors.Message]] | None = None) -> Response:
     everyone, member = _chosen(session, viewer, slug)
     allocations = (quotas_api.list_allocations(member=member, session=session,
                                                principal=viewer.principal, state=None)
@@ -110,7 +110,7 @@ def adjust(*, pushes: quotas_api.LimitPushes, request: Request, slug: MemberSlug
     except DomainError as exc:
         session.rollback()
         return _allocations_page(request, session, viewer, slug, status=status_for(exc),
-                                 errors={inputs[0]: [exc.detail]})
+                                 errors={inputs[0]: [form_errors.refusal_text(exc)]})
     return RedirectResponse(f"/ui/admin/allocations?member={slug}", status_code=303)
 
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated, Any
 
+from babel.support import LazyProxy
 from fastapi import Depends, Request
 from pydantic import ValidationError
 
 from consortium.errors import DomainError
 from gateway.api.errors import status_for
+from gateway.ui.i18n import lazy_gettext
+
+# a message shown on a page: text, or text translated when the page is rendered
+Message = str | LazyProxy
 
 GENERAL = ""  # the form as a whole
 
@@ -22,10 +27,11 @@ def input_name(loc: Sequence[str | int]) -> str:
     return ".".join(str(p) for p in loc if p != "body")
 
 
-def by_input(errors: Sequence[Mapping[str, Any]], inputs: Collection[str]) -> dict[str, list[str]]:
+def by_input(errors: Sequence[Mapping[str, Any]],
+             inputs: Collection[str]) -> dict[str, list[Message]]:
     """Each message under its input's name; those of no input of the form under GENERAL, with
     their path so that they still say what they concern."""
-    found: dict[str, list[str]] = {}
+    found: dict[str, list[Message]] = {}
     for error in errors:
         name = input_name(error.get("loc", ()))
         message = str(error.get("msg", ""))
@@ -36,21 +42,28 @@ def by_input(errors: Sequence[Mapping[str, Any]], inputs: Collection[str]) -> di
     return found
 
 
-def of_validation(exc: ValidationError, inputs: Collection[str]) -> dict[str, list[str]]:
+def of_validation(exc: ValidationError, inputs: Collection[str]) -> dict[str, list[Message]]:
     return by_input([{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()], inputs)
 
 
-def of_refusal(exc: DomainError, inputs: Collection[str]) -> dict[str, list[str]]:
-    """A domain refusal: its field errors when it has some (JobInputInvalid), else its
-    detail for the whole form."""
+def refusal_text(exc: DomainError) -> LazyProxy:
+    """A domain refusal as a page says it: its title in the viewer's language (the problem
+    type's, `Quota exceeded`), then its detail as the API words it."""
+    return lazy_gettext("%(title)s: %(detail)s", title=lazy_gettext(exc.title),
+                        detail=exc.detail)
+
+
+def of_refusal(exc: DomainError, inputs: Collection[str]) -> dict[str, list[Message]]:
+    """A domain refusal: its field errors when it has some (JobInputInvalid), else the
+    refusal for the whole form."""
     errors = exc.extra.get("errors")
     if isinstance(errors, list) and errors:
         return by_input(errors, inputs)
-    return {GENERAL: [exc.detail]}
+    return {GENERAL: [refusal_text(exc)]}
 
 
 def refusal(exc: ValidationError | DomainError,
-            inputs: Collection[str]) -> tuple[int, dict[str, list[str]]]:
+            inputs: Collection[str]) -> tuple[int, dict[str, list[Message]]]:
     """The status and the messages by input of a form refused by pydantic (422) or by the
     domain (its status, as the API answers it)."""
     if isinstance(exc, ValidationError):

@@ -22,7 +22,7 @@ from gateway.api.deps import ContextDep, DatabaseDep, JobServiceDep, ReaderDep, 
 from gateway.api.routes import jobs as api
 from gateway.jobs.models import JobState
 from gateway.jobs.schemas import OutputStream, relative_path
-from gateway.ui import jobs_data
+from gateway.ui import form_errors, jobs_data
 from gateway.ui.auth import SignedIn, Viewer, get_viewer
 from gateway.ui.date_inputs import DateText, day_start
 from gateway.ui.pages import PageRoute, SignInRequired, page
@@ -127,7 +127,7 @@ async def job_files(*, request: Request, job_id: JobId, viewer: DetachedViewer,
     try:
         entries = (await jobs.list_job_files(viewer.principal, job_id, path)).entries
     except DomainError as exc:
-        entries, error = [], exc.detail
+        entries, error = [], form_errors.refusal_text(exc)
     parent = path.rpartition("/")[0] if path else None
     return page(request, "jobs_files.html", job=job, path=path, entries=entries,
                 parent=parent, error=error)

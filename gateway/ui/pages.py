@@ -24,7 +24,7 @@ from consortium.errors import DomainError
 from gateway.api.errors import status_for
 from gateway.db import unavailable
 from gateway.jobs import reasons
-from gateway.ui import charts, i18n
+from gateway.ui import charts, form_errors, i18n
 from quotas.rates import to_su
 
 HERE = Path(__file__).resolve().parent
@@ -142,11 +142,13 @@ class PageRoute(APIRoute):
                 here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/ui/sign-in?next={quote(here)}", status_code=303)
             except DomainError as exc:
-                return page(request, "error.html", status_for(exc), error=exc)
+                return page(request, "error.html", status_for(exc),
+                            error=form_errors.refusal_text(exc))
             except Exception as exc:
                 refusal = unavailable(exc)  # the database not answering: as the API, a 503
                 if refusal is None:
                     raise
-                return page(request, "error.html", status_for(refusal), error=refusal,
+                return page(request, "error.html", status_for(refusal),
+                            error=form_errors.refusal_text(refusal),
                             headers={"Retry-After": str(refusal.retry_after)})
         return handle

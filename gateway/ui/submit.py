@@ -61,8 +61,8 @@ def _partitions(settings: Settings) -> list[str]:
 
 def _form_page(request: Request, settings: Settings, *, projects: Sequence[jobs_data.ProjectChoice],
                template: TemplateOut | None, form: Mapping[str, str] | None = None,
-               errors: Mapping[str, list[str]] | None = None, quote: JobQuote | None = None,
-               status: int = 200) -> Response:
+               errors: Mapping[str, list[form_errors.Message]] | None = None,
+               quote: JobQuote | None = None, status: int = 200) -> Response:
     params = submit_form.parameter_fields(template.parameters, form) if template else []
     return page(request, "submit_form.html", status, job_template=template, parameters=params,
                 submission_key=secrets.token_urlsafe(24),
@@ -112,7 +112,7 @@ async def _quote_or_submit(request: Request, slug: str | None, form: dict[str, s
     template, projects = await reader(read)
     inputs = _inputs(template)
 
-    def again(errors: Mapping[str, list[str]], status: int,
+    def again(errors: Mapping[str, list[form_errors.Message]], status: int,
               quote: JobQuote | None = None) -> Response:
         return _form_page(request, settings, projects=projects, template=template, form=form,
                           errors=errors, quote=quote, status=status)

@@ -23,6 +23,7 @@ import anyio
 import httpx
 
 from consortium.errors import InvalidInput
+from consortium.texts import translatable
 from gateway.webhooks.config import WebhookSettings
 
 SCHEMES = frozenset({"http", "https"})
@@ -38,7 +39,7 @@ Network = IPv4Network | IPv6Network
 
 class TargetRefused(InvalidInput):
     code = "webhook-target-refused"
-    title = "Webhook target refused"
+    title = translatable("Webhook target refused")
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, errors=[{"loc": ["body", "url"], "msg": detail,

@@ -1,18 +1,23 @@
 """The translation catalogues: the committed .mo says what its .po says, every string of the
-pages (Slurm's pending reasons included) has its French translation, and the .pot holds every
-string the pages use."""
+pages (the domain's refusal titles and Slurm's pending reasons included) has its French
+translation, and the .pot holds every string the pages use."""
 
 from __future__ import annotations
 
 import gettext
 import io
+from importlib import import_module
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir, extract_from_file
+from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
 
+import consortium
+import gateway
+import quotas
+from consortium.errors import DomainError
 from gateway.jobs import reasons
 from gateway.ui import i18n
 
@@ -51,13 +56,26 @@ def test_every_string_of_the_pages_has_a_french_translation() -> None:
         str(UI), method_map=[("**/templates/**.html", "jinja2"), ("**.py", "python")],
         options_map={"**/templates/**.html": {"extensions": "jinja2.ext.i18n"}},
         keywords={"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None})}
-    # Slurm's pending reasons, shown on the job pages
-    used |= {message for _, message, _, _ in extract_from_file(
-        "python", reasons.__file__, keywords={"translatable": None})}
-    assert len(used) > len(reasons.REASONS)
+    # the domain's sentences the pages show: refusal titles, Slurm's pending reasons
+    for package in (consortium, quotas, gateway):
+        used |= {message for _, _, message, _, _ in extract_from_dir(
+            str(Path(package.__file__).parent), method_map=[("**.py", "python")],
+            keywords={"translatable": None})}
+    assert set(reasons.REASONS.values()) <= used
+    # every refusal a page may show has its title marked, wherever its class is defined
+    import_module("gateway.api.app")  # every package, so every DomainError subclass
+    titles = {cls.title for cls in _subclasses(DomainError)}
+    assert titles <= used, f"titles not marked translatable: {titles - used}"
     missing = {m if isinstance(m, str) else m[0] for m in used} - {
         m.id if isinstance(m.id, str) else m.id[0] for m in catalog}
     assert not missing, f"not in the catalogue (run scripts/ui-catalogues.sh): {missing}"
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _subclasses(sub)
+    return found | {cls}
 
 
 def test_the_gateway_reads_the_french_catalogue() -> None:

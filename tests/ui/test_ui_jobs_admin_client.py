@@ -167,10 +167,12 @@ def test_researcher_gets_404_on_admin_pages_and_on_another_members_job(
         assert client.get(path).status_code == 404, path
     listing = client.get("/ui/jobs")
     assert listing.status_code == 200 and acme_job not in listing.text
-    # globex has no allocation: the API's quota refusal, shown in the form
+    # globex has no allocation: the API's quota refusal, shown in the form, its title in the
+    # viewer's language (French by default) and its detail as the API words it
     status, page = submit_script(client, "globex/secret")
     assert status == 403, page
     assert 'class="error" role="alert"' in page
+    assert re.search(r"<li>Quota dépassé : \S", html.unescape(page)), page
 
 
 def test_a_pending_jobs_page_gives_slurms_reason_in_the_viewers_language(
