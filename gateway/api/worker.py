@@ -34,7 +34,7 @@ def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
         server_header=False,
         # asyncio's loop, not uvloop: with 500 clients, uvloop left some connections unanswered
         # for seconds (p99 5-7 s on one process; 1.4-2.9 s on 2 workers with their own sockets)
-        # where asyncio's stays fair (p99 118-209 ms), for ~4% more requests/s
+        # where asyncio's stays fair (p99 118-209 ms); its gain was 5,300 vs 5,104 304s/s
         loop="asyncio",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
