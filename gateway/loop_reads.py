@@ -15,14 +15,16 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import ClauseElement
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from gateway.db import Database
+
+if TYPE_CHECKING:
+    import psycopg
 
 CONNECT_TIMEOUT_SECONDS = 5
 APPLICATION_NAME = "hpcgw-loop-reads"  # how its connections show in pg_stat_activity
@@ -92,6 +94,10 @@ class LoopReads:
             raise LoopReadFailed(str(exc)) from exc
 
     async def _pg_rows(self, sql: str, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        # imported here, not with the module: a worker on SQLite never loads the driver (9 MiB
+        # of its RSS, whose floor bench/edge.py checks)
+        import psycopg
+
         loop = asyncio.get_running_loop()
         if self._pg_loop is not loop:  # a connection belongs to the loop that made it
             self._close_pg()
