@@ -8,8 +8,9 @@ Per database, one `hpcgw serve --workers 2` on the Slurm test cluster (slurm_ssh
 1. submit latency: POST /api/v1/jobs on one keep-alive connection, interleaved with its
    baseline, the plain `sbatch` over one persistent SSH connection (bench/jobs.py, step 1);
 2. a burst of 16 concurrent clients: the gateway's CPU time (every process of it) per accepted
-   submission and its jobs/s, beside raw `sbatch` over as many SSH connections as the gateway's
-   pool (`pool_size` of the cluster x workers), the same number of jobs;
+   submission, its jobs/s and each submission's latency, beside raw `sbatch` over as many SSH
+   connections as the gateway's pool (`pool_size` of the cluster x workers), the same number
+   of jobs;
 3. GET /api/v1/jobs/{id} from wrk, 500 keep-alive connections, without and with
    If-None-Match (the job's ETag; "missing" when the answer carries none);
 4. GET /api/v1/jobs?limit=50 from wrk, 50 connections;
@@ -33,6 +34,7 @@ import os
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -190,6 +192,7 @@ def burst(gateway: Gateway, seeded: Seeded, env: dict[str, str], jobs: Jobs, *,
     total = BURST_CLIENTS * per_client
     payload = json.dumps(submit_body(seeded, env)).encode()
     headers = {"Authorization": f"Bearer {seeded.token}", "Content-Type": "application/json"}
+    waits: dict[str, list[float]] = {"api": [], "raw": []}  # each submission's, in seconds
 
     def api_client(_: int) -> list[str]:
         connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=120)
@@ -198,15 +201,22 @@ def burst(gateway: Gateway, seeded: Seeded, env: dict[str, str], jobs: Jobs, *,
         with contextlib.closing(connection):
             ids = []
             for _ in range(per_client):
+                started = time.perf_counter()
                 connection.request("POST", "/api/v1/jobs", payload, headers)
                 answer = connection.getresponse()
                 ids.append(accepted(answer.status, answer.read(), jobs))
+                waits["api"].append(time.perf_counter() - started)
             return ids
 
     ssh = [connect(env, env["ALPHA_USER"], env["ALPHA_KEY"]) for _ in range(connections)]
 
     def raw_client(k: int) -> list[str]:
-        return [raw_sbatch(ssh[k], env) for _ in range(k, total, connections)]
+        ids = []
+        for _ in range(k, total, connections):
+            started = time.perf_counter()
+            ids.append(raw_sbatch(ssh[k], env))
+            waits["raw"].append(time.perf_counter() - started)
+        return ids
 
     def timed(fn: Callable[[int], list[str]], workers: int) -> float:
         started = time.perf_counter()
@@ -234,7 +244,16 @@ def burst(gateway: Gateway, seeded: Seeded, env: dict[str, str], jobs: Jobs, *,
             f"raw sbatch, {connections} SSH connections: {raw_rate:.1f} "
             f"(ratio {api_rate / raw_rate:.2f})", f"ratio >= {THROUGHPUT_RATIO}",
             api_rate >= THROUGHPUT_RATIO * raw_rate),
+        Row(f"submit latency in the burst ({BURST_CLIENTS} clients), median / p99 / max",
+            spread(waits["api"]),
+            f"raw sbatch, {connections} SSH connections: {spread(waits['raw'])}", "-", None),
     ]
+
+
+def spread(seconds: list[float]) -> str:
+    ms = sorted(1000 * s for s in seconds)
+    return (f"{statistics.median(ms):.0f} / {ms[min(len(ms) - 1, int(0.99 * len(ms)))]:.0f} / "
+            f"{ms[-1]:.0f} ms")
 
 
 def load_row(figure: str, load: Load, rps_floor: float, split: str) -> Row:
