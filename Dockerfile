@@ -33,7 +33,8 @@ RUN --mount=type=secret,id=build_ca \
     && /opt/build/bin/python -m build --wheel --outdir /wheels . \
     && /opt/build/bin/pip wheel --wheel-dir /wheels /wheels/hpcgw-*.whl
 
-FROM ${BASE}
+# Python, as the runtime has it
+FROM ${BASE} AS python
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -42,13 +43,22 @@ ENV DEBIAN_FRONTEND=noninteractive \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-RUN useradd --system --user-group --home-dir /var/lib/hpcgw --create-home \
-        --shell /usr/sbin/nologin hpcgw
-# installed from the builder's wheels only (--no-index): what was built is what runs
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    python3 -m venv /opt/venv \
+
+# The runtime's venv, installed from the builder's wheels only (--no-index): what was built is
+# what runs. A stage of its own whose venv is copied, for COPY is keyed on what it copies: a RUN
+# that bind-mounts the builder's wheels instead is reused by buildah's layer cache after the
+# wheels changed (an earlier build ran; containers/buildah issue 6609), or cannot mount them
+# when the builder stage itself came from the cache (issue 4375).
+FROM python AS venv
+COPY --from=builder /wheels /wheels
+RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels hpcgw \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+FROM python
+RUN useradd --system --user-group --home-dir /var/lib/hpcgw --create-home \
+        --shell /usr/sbin/nologin hpcgw
+COPY --from=venv /opt/venv /opt/venv
 
 USER hpcgw
 WORKDIR /var/lib/hpcgw

@@ -4,7 +4,7 @@
 # The base is Debian bookworm made here with debootstrap (no image pulled from a registry),
 # imported into buildah's storage; the Dockerfile is built on it with buildah (daemonless); the
 # image is then run with `buildah run`: `hpcgw db upgrade` migrates a fresh SQLite and
-# `hpcgw serve` answers /healthz and /readyz. See docs/operations.md.
+# `hpcgw serve --workers 2` answers /healthz and /readyz. See docs/operations.md.
 #
 # Usage (as root): scripts/build-image.sh [base|build|check|all]      (default: all)
 #   IMAGE       the image's name                      (default localhost/hpcgw:latest)
@@ -80,12 +80,16 @@ do_check() {
   env=(-e "HPCGW_SECRET_KEY=$secret" -e "HPCGW_PORT=$PORT" -e HPCGW_HOST=127.0.0.1)
   log "in the image: hpcgw db upgrade (a fresh SQLite in /var/lib/hpcgw)"
   "${BUILDAH[@]}" run --network host "${env[@]}" "$ctr" -- hpcgw db upgrade
-  log "in the image: hpcgw serve on 127.0.0.1:$PORT, as $("${BUILDAH[@]}" run "$ctr" -- id -un)"
-  "${BUILDAH[@]}" run --network host "${env[@]}" "$ctr" -- hpcgw serve &
+  # two workers, as compose.yaml and the systemd unit run several: the supervisor starts each
+  # as `python -m gateway.api.worker` from the installed wheel
+  log "in the image: hpcgw serve --workers 2 on 127.0.0.1:$PORT," \
+    "as $("${BUILDAH[@]}" run "$ctr" -- id -un)"
+  "${BUILDAH[@]}" run --network host "${env[@]}" "$ctr" -- hpcgw serve --workers 2 &
   pid=$!
   for _ in $(seq 60); do
     if curl -fs "http://127.0.0.1:$PORT/healthz" && echo \
-        && curl -fs "http://127.0.0.1:$PORT/readyz" && echo; then ok=1; break; fi
+        && curl -fs "http://127.0.0.1:$PORT/readyz" && echo \
+        && (($(pgrep -fc "gateway.api.worker") == 2)); then ok=1; break; fi
     sleep 1
   done
   # the healthcheck as the image declares it
@@ -95,8 +99,8 @@ do_check() {
   pkill -TERM -P "$pid" 2>/dev/null || true
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  ((ok)) || die "the image did not serve /healthz and /readyz"
-  log "ok: $IMAGE migrates and serves"
+  ((ok)) || die "the image did not serve /healthz and /readyz with its two workers"
+  log "ok: $IMAGE migrates and serves with two workers"
 }
 
 case "${1:-all}" in

@@ -1,11 +1,14 @@
 """The app as a serving process runs it: `hpcgw serve` builds it here, in its own process or in
-each worker process (`--workers N`: `python -m gateway.api.worker FD`, started by
+each worker process (`--workers N`: `python -m gateway.api.worker FD SUPERVISOR`, started by
 gateway.cli.workers). A worker imports only what serving needs (not the command line, not
 alembic: ~12 MiB of every worker's memory, issue 10's RSS floor)."""
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
+import signal
 import socket
 import sys
 
@@ -18,6 +21,7 @@ from gateway.logging import configure_logging
 from gateway.settings import Settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
@@ -51,9 +55,21 @@ def settled(app: FastAPI) -> FastAPI:
     return app
 
 
-def main(fd: int) -> None:
-    """A worker process: settings from the environment the parent validated, the app served on
-    the listening socket the parent passed as file descriptor `fd`."""
+def end_with(supervisor: int) -> None:
+    """SIGTERM (a graceful stop) to this worker when its supervisor ends, however it ends
+    (SIGKILL, the OOM killer): left alone, a worker would go on serving on its socket with
+    nobody to stop or replace it. A supervisor already gone ends the worker at once."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != supervisor:
+        sys.exit(f"the supervisor ({supervisor}) has ended")
+
+
+def main(fd: int, supervisor: int) -> None:
+    """A worker process of `supervisor`: settings from the environment the supervisor
+    validated, the app served on the listening socket it passed as file descriptor `fd`."""
+    end_with(supervisor)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     server = uvicorn.Server(uvicorn_config(settings, settled(create_app(settings))))
@@ -63,4 +79,4 @@ def main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]))

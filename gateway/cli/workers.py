@@ -8,13 +8,15 @@ idles. Measured with bench/edge.py (50 clients listing jobs, 2 workers), one wor
 the load and served 468 pages/s on PostgreSQL, where an even split served 851. Its workers also
 re-ran the `hpcgw` script on start (multiprocessing's spawn), importing the command line.
 
-Each worker here is `python -m gateway.api.worker FD`. This process keeps every socket open: a
-worker that dies is started again on its socket, and the connections queued on it meanwhile
-wait for the new worker instead of being reset.
+Each worker here is `python -m gateway.api.worker FD SUPERVISOR`. This process keeps every
+socket open: a worker that dies is started again on its socket, and the connections queued on
+it meanwhile wait for the new worker instead of being reset. A worker ends with this process,
+however this process ends (gateway.api.worker.end_with).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -66,8 +68,8 @@ def supervise(host: str, port: int, workers: int) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
     def start(sock: socket.socket) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "gateway.api.worker", str(sock.fileno())],
-                                pass_fds=(sock.fileno(),))
+        return subprocess.Popen([sys.executable, "-m", "gateway.api.worker", str(sock.fileno()),
+                                 str(os.getpid())], pass_fds=(sock.fileno(),))
 
     processes = [start(sock) for sock in sockets]
     log.info("serving", address=f"{host}:{sockets[0].getsockname()[1]}", workers=workers,

@@ -20,6 +20,7 @@ import pytest
 from server_process import ServerProcess
 from typer.testing import CliRunner
 
+from gateway.api.worker import GRACEFUL_SHUTDOWN_SECONDS
 from gateway.cli import app
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ def two_workers(runner: CliRunner, start_server: StartServer, tmp_path: Path,
         server.wait_healthy()
         yield server
     finally:
-        server.stop()
+        if server.process.poll() != -signal.SIGKILL:  # a test may kill it on purpose
+            server.stop()
 
 
 def test_serve_with_two_workers_answers_once_the_database_is_upgraded(
@@ -103,6 +105,28 @@ def test_workers_accept_on_sockets_of_their_own_share_a_burst_and_one_that_dies_
     two_workers.wait_healthy()
     assert all(httpx.get(f"{two_workers.url}/healthz", timeout=5).status_code == 200
                for _ in range(20))
+
+
+def _running(pid: int) -> bool:
+    try:  # the state follows the command's parenthesis: Z is a zombie, ended
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_end_with_their_supervisor_however_it_ends(two_workers: ServerProcess) -> None:
+    """A worker left alone would go on serving on its socket, with nobody to stop or replace
+    it."""
+    pids = _workers(two_workers.process.pid)
+    assert len(pids) == 2
+    two_workers.process.kill()  # SIGKILL: no chance to stop its workers
+    two_workers.process.wait(timeout=10)
+    deadline = time.monotonic() + GRACEFUL_SHUTDOWN_SECONDS
+    while any(_running(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if _running(pid)]
+        time.sleep(0.2)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{two_workers.url}/healthz", timeout=5)
 
 
 def test_the_served_app_is_built_with_startup_objects_frozen_out_of_the_collector() -> None:
