@@ -6,7 +6,7 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -76,7 +76,55 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                                  **kwargs})
 
 
+class _WriterTurns:
+    """SQLite has one writer at a time. Its writers (BEGIN IMMEDIATE) wait for it in turn here,
+    instead of in SQLite's busy handler, which sleeps between tries (up to 100 ms each) and lets
+    newcomers pass: 16 clients submitting at once to `hpcgw serve --workers 2` waited up to
+    1.9 and 3.0 s there, 0.57 and 0.42 s here (runs interleaved, 256 submissions each). A turn
+    is held from BEGIN IMMEDIATE to COMMIT or ROLLBACK, as SQLite's lock is: first a lock of the
+    engine, then an flock on a file beside the database, from which the kernel wakes the next
+    process as soon as it is free (and which a process that dies lets go). SQLite's own lock
+    still guards against other programs."""
+
+    def __init__(self, database: str | None) -> None:
+        self._lock = threading.Lock()
+        self._file = f"{database}-writers" if database not in (None, "", ":memory:") else None
+        self._fd: int | None = None
+        self._holder: object | None = None  # the DBAPI connection whose transaction has it
+
+    def take(self, holder: object) -> None:
+        """The turn for `holder`'s transaction, or a 503 if it does not come in time."""
+        if not self._lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise DatabaseUnavailable("the database is busy; try again shortly",
+                                      retry_after=DATABASE_RETRY_AFTER_SECONDS)
+        try:
+            if self._file is not None:
+                if self._fd is None:  # read-only is enough to flock: any user the gateway runs as
+                    self._fd = os.open(self._file, os.O_RDONLY | os.O_CREAT, 0o644)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)  # held by a writer of another process only
+        except BaseException:
+            self._lock.release()
+            raise
+        self._holder = holder
+
+    def end(self, holder: object) -> None:
+        """`holder`'s transaction ended: the turn passes on if it had it."""
+        if self._holder is not holder:
+            return
+        self._holder = None
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._lock.release()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def _configure_sqlite(engine: Engine) -> None:
+    turns = _WriterTurns(engine.url.database)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (pysqlite's own handling breaks SAVEPOINT).
@@ -90,49 +138,42 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get(WRITE_LOCK_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-class _SqliteWriters:
-    """SQLite has one writer at a time. Writers wait for it in turn here, instead of in SQLite's
-    busy handler, which sleeps between tries (up to 100 ms each) and lets newcomers pass: 16
-    clients submitting at once to `hpcgw serve --workers 2` waited up to 1.7 s there, 0.36 s
-    here. A process's writers take a lock, then the one holding it an flock on a file beside the
-    database, from which the kernel wakes the next process as soon as it is free (and which a
-    process that dies lets go). SQLite's own lock still guards against other programs."""
-
-    def __init__(self, url: str) -> None:
-        self._lock = threading.Lock()
-        database = make_url(url).database
-        self._file = f"{database}-writers" if database not in (None, "", ":memory:") else None
-        self._fd: int | None = None
-
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        """The turn, or a 503 if this process's does not come within SQLITE_BUSY_SECONDS."""
-        if not self._lock.acquire(timeout=SQLITE_BUSY_SECONDS):
-            raise DatabaseUnavailable("the database is busy; try again shortly",
-                                      retry_after=DATABASE_RETRY_AFTER_SECONDS)
+        if not conn.get_execution_options().get(WRITE_LOCK_OPTION, False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        holder = conn.connection.dbapi_connection
+        turns.take(holder)
         try:
-            if self._file is None:
-                yield
-                return
-            if self._fd is None:
-                # read-only is enough to flock: any user the gateway runs as can
-                self._fd = os.open(self._file, os.O_RDONLY | os.O_CREAT, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)  # held by a writer of another process only
-            try:
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._lock.release()
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turns.end(holder)
+            raise
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    # The turn ends after the DBAPI's COMMIT or ROLLBACK, for which SQLAlchemy has no event
+    # (its own run before them): the dialect's two calls are wrapped. A connection closed or
+    # invalidated in a transaction ends it too. SQLAlchemy passes the pool's proxy or the DBAPI
+    # connection itself: the turn is keyed on the latter.
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(connection: Any) -> None:
+        try:
+            commit(connection)
+        finally:
+            turns.end(getattr(connection, "dbapi_connection", connection))
+
+    def do_rollback(connection: Any) -> None:
+        try:
+            rollback(connection)
+        finally:
+            turns.end(getattr(connection, "dbapi_connection", connection))
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+    event.listen(engine, "close", lambda dbapi_connection, _record: turns.end(dbapi_connection))
+    event.listen(engine, "invalidate",
+                 lambda dbapi_connection, _record, _error: turns.end(dbapi_connection))
+    event.listen(engine, "engine_disposed", lambda _engine: turns.close())
 
 
 class Database:
@@ -145,7 +186,6 @@ class Database:
         self._writers = sessionmaker(
             self.engine.execution_options(**{WRITE_LOCK_OPTION: True}), expire_on_commit=False
         )
-        self._sqlite_writers = _SqliteWriters(url) if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -167,8 +207,7 @@ class Database:
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on error."""
-        turn = self._writer_turn() if write else nullcontext()
-        with turn, self.session(write=write) as session:
+        with self.session(write=write) as session:
             try:
                 yield session
                 session.commit()
@@ -176,16 +215,6 @@ class Database:
                 session.rollback()
                 raise
 
-    @contextmanager
-    def _writer_turn(self) -> Iterator[None]:
-        if self._sqlite_writers is None:
-            yield
-            return
-        with self._sqlite_writers.turn():
-            yield
-
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._sqlite_writers is not None:
-            self._sqlite_writers.close()
 

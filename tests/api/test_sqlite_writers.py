@@ -1,6 +1,7 @@
-"""SQLite has one writer at a time: a process's writers wait for it in turn on a lock of the
-Database (gateway.db), not in SQLite's busy handler; a turn that does not come in time is a
-503 (DatabaseUnavailable), as a locked database is."""
+"""SQLite has one writer at a time: writers wait for it in turn (gateway.db's writer turns, a
+lock per engine then an flock beside the database) before they send BEGIN IMMEDIATE, not in
+SQLite's busy handler after it; a turn that does not come in time is a 503
+(DatabaseUnavailable), as a locked database is."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ def database(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
+def _begins(database: Database) -> list[str]:
+    """The BEGIN IMMEDIATEs sent on the database (as "begin") and its commits, in order."""
+    sent: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if sql == "BEGIN IMMEDIATE":
+            sent.append("begin")
+
+    event.listen(database.engine, "before_cursor_execute", statement)
+    event.listen(database.engine, "commit", lambda _conn: sent.append("commit"))
+    return sent
+
+
 @contextmanager
 def writing(database: Database) -> Iterator[None]:
     """A write transaction held open in a thread of its own for the block's duration."""
@@ -50,23 +64,9 @@ def writing(database: Database) -> Iterator[None]:
         holder.join()
 
 
-def test_the_writers_of_one_process_hold_a_connection_one_at_a_time(database: Database) -> None:
-    held, most = 0, 0
-    counting = threading.Lock()
-
-    def checkout(*_: Any) -> None:
-        nonlocal held, most
-        with counting:
-            held += 1
-            most = max(most, held)
-
-    def checkin(*_: Any) -> None:
-        nonlocal held
-        with counting:
-            held -= 1
-
-    event.listen(database.engine, "checkout", checkout)
-    event.listen(database.engine, "checkin", checkin)
+def test_the_writers_of_one_process_begin_one_after_the_others_commit(
+        database: Database) -> None:
+    sent = _begins(database)
     start = threading.Barrier(WRITERS)
 
     def write(writer: int) -> None:
@@ -80,8 +80,8 @@ def test_the_writers_of_one_process_hold_a_connection_one_at_a_time(database: Da
         thread.start()
     for thread in threads:
         thread.join()
-    # without the turn, each writer takes a connection and waits in SQLite's busy handler
-    assert most == 1
+    # without the turns, each writer sends BEGIN IMMEDIATE at once and waits in SQLite
+    assert sent == ["begin", "commit"] * WRITERS
     with database.transaction(write=False) as session:
         assert session.scalar(text("SELECT count(*) FROM t")) == WRITERS
 
@@ -99,13 +99,20 @@ def test_a_writer_whose_turn_does_not_come_in_time_is_refused_as_unavailable(
         assert session.scalar(text("SELECT count(*) FROM t")) == 2
 
 
-def test_a_writer_waits_for_another_processs_writer_before_taking_a_connection(
-        database: Database) -> None:
-    # a second Database on the same file has a turn of its own, as another process has: the
-    # two meet at the file lock beside the database
+def test_a_transaction_that_ends_in_error_passes_the_turn_on(database: Database) -> None:
+    with pytest.raises(ZeroDivisionError), database.transaction() as session:
+        session.execute(text("INSERT INTO t VALUES (1)"))
+        _ = 1 / 0
+    with database.transaction() as session:  # within the turn's wait, not after it
+        session.execute(text("INSERT INTO t VALUES (2)"))
+        assert session.scalar(text("SELECT count(*) FROM t")) == 1
+
+
+def test_a_write_waits_for_another_processs_writer_before_it_begins(database: Database) -> None:
+    # a second Database on the same file has turns of its own, as another process has: the two
+    # meet at the file lock beside the database
     other = Database(database.url)
-    taken = threading.Event()
-    event.listen(other.engine, "checkout", lambda *_: taken.set())
+    sent = _begins(other)
 
     def write() -> None:
         with other.transaction() as session:
@@ -114,10 +121,23 @@ def test_a_writer_waits_for_another_processs_writer_before_taking_a_connection(
     writer = threading.Thread(target=write)
     with writing(database):
         writer.start()
-        # without the file lock it takes a connection and waits in SQLite's busy handler
-        assert not taken.wait(0.3)
+        time.sleep(0.3)
+        # without the file lock it sends BEGIN IMMEDIATE and waits in SQLite's busy handler
+        assert sent == []
     writer.join(10)
-    assert taken.is_set() and not writer.is_alive()
+    assert sent == ["begin", "commit"] and not writer.is_alive()
     with database.transaction(write=False) as session:
         assert session.scalar(text("SELECT count(*) FROM t")) == 2
     other.dispose()
+
+
+def test_a_write_that_commits_its_own_transactions_before_its_first_statement_is_not_stuck(
+        database: Database) -> None:
+    # the page's sign-in commits the throttle and audit before the request's own session
+    # writes: the outer transaction has no turn until it sends its first statement
+    with database.transaction() as outer:
+        with database.transaction() as inner:
+            inner.execute(text("INSERT INTO t VALUES (1)"))
+        outer.execute(text("INSERT INTO t VALUES (2)"))
+    with database.transaction(write=False) as session:
+        assert session.scalar(text("SELECT count(*) FROM t")) == 2
