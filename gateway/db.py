@@ -150,9 +150,9 @@ def _configure_sqlite(engine: Engine) -> None:
             raise
 
     # The turn ends after the DBAPI's COMMIT or ROLLBACK, for which SQLAlchemy has no event
-    # (its own run before them): the dialect's two calls are wrapped. A connection closed or
-    # invalidated in a transaction ends it too. SQLAlchemy passes the pool's proxy or the DBAPI
-    # connection itself: the turn is keyed on the latter.
+    # (its own run before them): the dialect's two calls are wrapped. A connection closed in a
+    # transaction (as an invalidated one is) ends it too. SQLAlchemy passes the pool's proxy
+    # or the DBAPI connection itself: the turn is keyed on the latter.
     dialect = engine.dialect
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
@@ -171,8 +171,6 @@ def _configure_sqlite(engine: Engine) -> None:
     dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
     dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
     event.listen(engine, "close", lambda dbapi_connection, _record: turns.end(dbapi_connection))
-    event.listen(engine, "invalidate",
-                 lambda dbapi_connection, _record, _error: turns.end(dbapi_connection))
     event.listen(engine, "engine_disposed", lambda _engine: turns.close())
 
 

@@ -141,3 +141,14 @@ def test_a_write_that_commits_its_own_transactions_before_its_first_statement_is
         outer.execute(text("INSERT INTO t VALUES (2)"))
     with database.transaction(write=False) as session:
         assert session.scalar(text("SELECT count(*) FROM t")) == 2
+
+
+def test_a_connection_invalidated_in_its_transaction_passes_the_turn_on(
+        database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "SQLITE_BUSY_SECONDS", 2)
+    with database.session(write=True) as session:
+        session.execute(text("INSERT INTO t VALUES (1)"))
+        session.connection().invalidate()  # as a lost connection is: no ROLLBACK is sent
+    with database.transaction() as session:  # without a 503 after SQLITE_BUSY_SECONDS
+        session.execute(text("INSERT INTO t VALUES (2)"))
+        assert session.scalar(text("SELECT count(*) FROM t")) == 1
