@@ -19,7 +19,7 @@ from consortium.errors import DomainError
 from consortium.texts import translatable
 
 # Execution option on the writers' engine: on SQLite their transactions start with
-# BEGIN IMMEDIATE, so two writers queue on busy_timeout instead of one failing with
+# BEGIN IMMEDIATE, so two writers queue (in turn, _WriterTurns) instead of one failing with
 # "database is locked" when it upgrades a read lock (the quota hold relies on this).
 WRITE_LOCK_OPTION = "hpcgw_write_lock"
 
