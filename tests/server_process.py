@@ -22,6 +22,16 @@ def free_port() -> int:
         return port
 
 
+def pid_gone(pid: int) -> bool:
+    """The process has ended: no such pid, or a zombie (its state follows the command's
+    parenthesis in /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
 class ServerProcess:
     """`COMMAND ARGS --port P` (the hpcgw console script, or python and a script) with its
     output in a log file."""

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, pid_gone
 from typer.testing import CliRunner
 
 from gateway.api.worker import GRACEFUL_SHUTDOWN_SECONDS
@@ -107,13 +107,6 @@ def test_workers_accept_on_sockets_of_their_own_share_a_burst_and_one_that_dies_
                for _ in range(20))
 
 
-def _running(pid: int) -> bool:
-    try:  # the state follows the command's parenthesis: Z is a zombie, ended
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_workers_end_with_their_supervisor_however_it_ends(two_workers: ServerProcess) -> None:
     """A worker left alone would go on serving on its socket, with nobody to stop or replace
     it."""
@@ -122,8 +115,8 @@ def test_workers_end_with_their_supervisor_however_it_ends(two_workers: ServerPr
     two_workers.process.kill()  # SIGKILL: no chance to stop its workers
     two_workers.process.wait(timeout=10)
     deadline = time.monotonic() + GRACEFUL_SHUTDOWN_SECONDS
-    while any(_running(pid) for pid in pids):
-        assert time.monotonic() < deadline, [pid for pid in pids if _running(pid)]
+    while not all(pid_gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if not pid_gone(pid)]
         time.sleep(0.2)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{two_workers.url}/healthz", timeout=5)

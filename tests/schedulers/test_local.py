@@ -15,6 +15,7 @@ from typing import TypeVar
 import anyio
 import pytest
 from factories import WEIGHTS
+from server_process import pid_gone
 
 from schedulers.config import ClusterConfig, PartitionConfig
 from schedulers.errors import PathRefused, SchedulerRejected, SchedulerUnavailable
@@ -118,14 +119,6 @@ async def reaches(scheduler: LocalScheduler, job_id: str, state: JobState) -> No
 def job_process(root: Path, job_id: str) -> ProcessRef:
     data = json.loads((root / "jobs" / job_id / "job.json").read_text())
     return ProcessRef.model_validate(data["process"])
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
 
 
 # --- running jobs ----------------------------------------------------------------------------
