@@ -14,7 +14,9 @@
 #  - Debian 13 (python3 3.13): the machine's own CPython 3.11 (pyenv's, under /root, which the
 #    members' accounts cannot reach) is copied, without its site-packages, to BASE (default: the
 #    directory hpcgw-python3.11 next to DIR), its interpreter's RUNPATH made relative
-#    (patchelf, installed if missing), and the venv is made from that copy.
+#    (patchelf, installed if missing), and the venv is made from that copy. A Debian 13 with no
+#    CPython 3.11 at all: the venv is made from the system's Python, and pip takes torch from
+#    the package index (a CUDA build: ~5 GB on disk, about a minute here).
 # Environment: HPCGW_TORCH_SYSTEM_PYTHON (default /usr/bin/python3: the system's Python, tried
 #   first), HPCGW_TORCH_BASE_PYTHON (BASE, where the copy goes).
 # Everything is checked as the unprivileged user `nobody`, as the members' jobs would run it.
@@ -78,15 +80,19 @@ copy_python() {
   mv "$tmp" "$BASE"
 }
 
-# base_python: path of a CPython $PYVER that every account can run, to make the venv from
+# base_python: path of a CPython $PYVER that every account can run, to make the venv from (the
+# system's Python when there is no $PYVER)
 base_python() {
   local home
   if [[ $(pyver "$SYSTEM_PYTHON") == "$PYVER" ]]; then echo "$SYSTEM_PYTHON"; return; fi
   if [[ $(pyver as_nobody "$BASE/bin/python$PYVER") != "$PYVER" ]]; then
-    home=$(python_home) \
-      || die "$SYSTEM_PYTHON is Python $(pyver "$SYSTEM_PYTHON") and no Python $PYVER was found" \
-        "(python$PYVER or python3 on PATH, ${PYENV_ROOT:-/root/.pyenv}/versions/$PYVER.*):" \
-        "torch $TORCH's local wheel needs $PYVER"
+    if ! home=$(python_home); then
+      echo "torch-env.sh: no Python $PYVER (python$PYVER or python3 on PATH," \
+        "${PYENV_ROOT:-/root/.pyenv}/versions/$PYVER.*): the venv uses $SYSTEM_PYTHON" \
+        "($(pyver "$SYSTEM_PYTHON")), and pip fetches torch $TORCH from the index" >&2
+      echo "$SYSTEM_PYTHON"
+      return
+    fi
     # one that members can run already (e.g. under /usr/local) needs no copy
     if [[ $(pyver as_nobody "$home/bin/python$PYVER") == "$PYVER" ]]; then
       echo "$home/bin/python$PYVER"
@@ -106,7 +112,7 @@ fi
 [[ $(id -u) -eq 0 ]] || die "run as root (it may install patchelf and write under $(dirname "$DIR"))"
 umask 022 # the venv must be readable and runnable by every member's account
 PYTHON=$(base_python)
-if [[ $(pyver as_nobody "$DIR/bin/python") != "$PYVER" ]]; then
+if [[ $(pyver as_nobody "$DIR/bin/python") != "$(pyver "$PYTHON")" ]]; then
   # a venv of another Python, or one that members cannot run: make it again
   [[ ! -e $DIR || -f $DIR/pyvenv.cfg ]] || die "$DIR exists and is not a venv"
   "$PYTHON" -m venv --clear "$DIR"

@@ -100,7 +100,7 @@ def test_sync_closes_ended_periods_and_fires_alerts(env: Database) -> None:
         hold_hours(session, member, "j1", 6)
         settle_hours(session, "j1", 6)
         session.execute(text("UPDATE allocations SET ends_at = :at WHERE id = :id"),
-                        {"at": (now - timedelta(minutes=1)).replace(tzinfo=None)
+                        {"at": (now - timedelta(minutes=1)).replace(tzinfo=None).isoformat(" ")
                          if env.dialect == "sqlite" else now - timedelta(minutes=1),
                          "id": ended.id})
     result = CliRunner().invoke(quotas_app, ["sync"])
