@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from consortium.errors import DomainError
-from consortium.texts import translatable
+from consortium.texts import Sentence, translatable
 from quotas.rates import format_su, to_su
 
 
@@ -16,8 +16,10 @@ class QuotaExceeded(DomainError):
     def __init__(self, *, requested_msu: int, available_msu: int, held_msu: int,
                  open_holds: int) -> None:
         super().__init__(
-            f"requested {format_su(requested_msu)}, available {format_su(available_msu)}, "
-            f"held {format_su(held_msu)} by {open_holds} pending or running job(s)",
+            Sentence("requested %(requested)s, available %(available)s, held %(held)s by "
+                     "%(holds)s pending or running job(s)", requested=format_su(requested_msu),
+                     available=format_su(available_msu), held=format_su(held_msu),
+                     holds=open_holds),
             requested_msu=requested_msu,
             requested_su=str(to_su(requested_msu)),
             available_msu=available_msu,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from consortium.authz import Principal, Scope, require
 from consortium.errors import Conflict, NotFound, PermissionDenied
 from consortium.models import ClusterIdentity, Member, Project, ProjectStatus
+from consortium.texts import Sentence
 from gateway.jobs import templates
 from gateway.jobs.clusters import Cluster, Clusters
 from gateway.jobs.config import JobsSettings
@@ -27,19 +28,25 @@ from schedulers.config import PartitionConfig
 
 def partition_errors(partition: PartitionConfig, res: ResourcesIn) -> list[dict[str, Any]]:
     """Each way the resources exceed the partition, as field-path errors."""
+    name = partition.name
     checks: list[tuple[str, bool, str]] = [
         ("nodes", res.nodes > partition.max_nodes,
-         f"at most {partition.max_nodes} node(s) on partition {partition.name}"),
-        ("ntasks", res.ntasks < res.nodes, "at least one task per node"),
+         Sentence("at most %(most)s node(s) on partition %(partition)s",
+                  most=partition.max_nodes, partition=name)),
+        ("ntasks", res.ntasks < res.nodes, Sentence("at least one task per node")),
         ("cpus_per_task", res.cpus > partition.max_cpus_per_job,
-         f"ntasks x cpus_per_task = {res.cpus}; partition {partition.name} allows at most "
-         f"{partition.max_cpus_per_job} CPUs per job"),
+         Sentence("ntasks x cpus_per_task = %(cpus)s; partition %(partition)s allows at most "
+                  "%(most)s CPUs per job", cpus=res.cpus, partition=name,
+                  most=partition.max_cpus_per_job)),
         ("gpus", res.gpus > partition.max_gpus_per_job,
-         f"at most {partition.max_gpus_per_job} GPU(s) per job on partition {partition.name}"),
+         Sentence("at most %(most)s GPU(s) per job on partition %(partition)s",
+                  most=partition.max_gpus_per_job, partition=name)),
         ("mem_mb", res.mem_mb > partition.max_mem_mb_per_job,
-         f"at most {partition.max_mem_mb_per_job} MiB per job on partition {partition.name}"),
+         Sentence("at most %(most)s MiB per job on partition %(partition)s",
+                  most=partition.max_mem_mb_per_job, partition=name)),
         ("time_limit_minutes", res.time_limit_minutes > partition.max_time_minutes,
-         f"at most {partition.max_time_minutes} minutes on partition {partition.name}"),
+         Sentence("at most %(most)s minutes on partition %(partition)s",
+                  most=partition.max_time_minutes, partition=name)),
     ]
     return [{"loc": ["body", "resources", field], "msg": msg, "type": "less_than_equal"}
             for field, failed, msg in checks if failed]
@@ -168,23 +175,25 @@ def admit(session: Session, clusters: Clusters, principal: Principal, request: J
     partition = cluster.config.partition(res.partition)
     if partition is None:
         names = ", ".join(p.name for p in cluster.config.partitions)
-        raise JobInputInvalid.at(("resources", "partition"),
-                                 f"no such partition on {cluster.name}; it has: {names}")
+        raise JobInputInvalid.at(("resources", "partition"), Sentence(
+            "no such partition on %(cluster)s; it has: %(names)s", cluster=cluster.name,
+            names=names))
     errors = partition_errors(partition, res)
     if errors:
         raise JobInputInvalid(errors)
     account, active = account_and_active_jobs(session, member.id, cluster.name)
     if account.allowed_partitions is not None and partition.name not in (
             account.allowed_partitions):
-        raise PermissionDenied(
-            f"this member may not use partition {partition.name} on {cluster.name}; "
-            f"allowed: {', '.join(account.allowed_partitions) or 'none'}")
+        raise PermissionDenied(Sentence(
+            "this member may not use partition %(partition)s on %(cluster)s; allowed: "
+            "%(allowed)s", partition=partition.name, cluster=cluster.name,
+            allowed=", ".join(account.allowed_partitions) or Sentence("none")))
     if member.templates_only and request.template is None:
-        raise PermissionDenied("this member may submit jobs from templates only "
-                               "(GET /api/v1/templates lists them)")
+        raise PermissionDenied(Sentence("this member may submit jobs from templates only "
+                                        "(GET /api/v1/templates lists them)"))
     if res.array is not None and not cluster.scheduler.supports_arrays:
-        raise JobInputInvalid.at(("resources", "array"),
-                                 f"cluster {cluster.name} does not run job arrays")
+        raise JobInputInvalid.at(("resources", "array"), Sentence(
+            "cluster %(cluster)s does not run job arrays", cluster=cluster.name))
     return Admitted(project, member, cluster, resolved, script, template_id, template_version,
                     partition, account, active)
 
@@ -195,7 +204,12 @@ def over_job_cap(admitted: Admitted, settings: JobsSettings) -> TooManyActiveJob
     cap = admitted.member.max_active_jobs or settings.max_active_jobs_per_member
     if admitted.active_jobs + tasks <= cap:
         return None
-    adds = f"; this array adds {tasks}" if admitted.resolved.resources.array is not None else ""
-    return TooManyActiveJobs(f"this member has {admitted.active_jobs} jobs not yet ended (array "
-                             f"tasks counted){adds}, its cap is {cap}; wait for some to end or "
-                             "cancel some", cap=cap)
+    if admitted.resolved.resources.array is None:
+        detail = Sentence("this member has %(active)s jobs not yet ended (array tasks counted), "
+                          "its cap is %(cap)s; wait for some to end or cancel some",
+                          active=admitted.active_jobs, cap=cap)
+    else:
+        detail = Sentence("this member has %(active)s jobs not yet ended (array tasks counted); "
+                          "this array adds %(tasks)s, its cap is %(cap)s; wait for some to end "
+                          "or cancel some", active=admitted.active_jobs, tasks=tasks, cap=cap)
+    return TooManyActiveJobs(detail, cap=cap)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from consortium.texts import Sentence
 from gateway.jobs.directives import whole_number
 
 # Slurm's default MaxArraySize is 1001 (task ids 0-1000); the gateway's bound is the same
@@ -38,23 +39,26 @@ def parse_array(spec: str) -> ArraySpec:
     if percent:
         max_running = whole_number(limit)
         if max_running is None or not 1 <= max_running <= MAX_TASKS:
-            raise ValueError(f"{spec!r}: after % comes the number of tasks that may run at "
-                             f"once, 1 to {MAX_TASKS}")
+            raise ValueError(Sentence("%(spec)r: after %% comes the number of tasks that may "
+                                      "run at once, 1 to %(most)s", spec=spec, most=MAX_TASKS))
     ids: set[int] = set()
     for part in ids_part.split(","):
         found = _PART.fullmatch(part.strip())
         if not found:
-            raise ValueError(f"{spec!r}: use task ids, ranges and steps like 0-15:2,20%4")
+            raise ValueError(Sentence("%(spec)r: use task ids, ranges and steps like "
+                                      "0-15:2,20%%4", spec=spec))
         first = int(found[1])
         last = int(found[2]) if found[2] is not None else first
         step = int(found[3]) if found[3] is not None else 1
         if last < first or step < 1:
-            raise ValueError(f"{spec!r}: a range goes up (first-last) with a step of 1 or more")
+            raise ValueError(Sentence("%(spec)r: a range goes up (first-last) with a step of 1 "
+                                      "or more", spec=spec))
         if last > MAX_TASK_ID:
-            raise ValueError(f"{spec!r}: task ids go from 0 to {MAX_TASK_ID}")
+            raise ValueError(Sentence("%(spec)r: task ids go from 0 to %(last)s", spec=spec,
+                                      last=MAX_TASK_ID))
         ids.update(range(first, last + 1, step))
     if len(ids) > MAX_TASKS:
-        raise ValueError(f"{spec!r}: at most {MAX_TASKS} tasks")
+        raise ValueError(Sentence("%(spec)r: at most %(most)s tasks", spec=spec, most=MAX_TASKS))
     return ArraySpec(tuple(sorted(ids)), max_running)
 
 

@@ -28,6 +28,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from consortium.texts import Sentence, translatable
+
 DIRECTIVE_PREFIXES = ("#SBATCH", "#SLURM")
 WRAPPER_PREFIXES = ("#PBS", "#BSUB")
 _SPACE = " \t\n\v\f\r"  # C's isspace
@@ -57,8 +59,13 @@ ALLOWED = {o.name: o for o in (
 _BY_SHORT = {o.short: o for o in ALLOWED.values() if o.short}
 _ALLOWED_TEXT = ", ".join(f"--{name}" for name in ALLOWED)
 
-_WIDENS = "it widens the job beyond its quote"
-_GATEWAYS = "the gateway sets it"
+_WIDENS = translatable("it widens the job beyond its quote")
+_GATEWAYS = translatable("the gateway sets it")
+_WEBHOOKS = translatable("the gateway sends no mail from Slurm (use webhooks)")
+_ENVIRONMENT = translatable("the gateway sets it (give variables in `environment`)")
+_WORKDIR = translatable("the gateway sets it (give `workdir`)")
+_QUOTE_FROM_SUBMISSION = translatable("the gateway holds a job's quote from its submission")
+_PRIORITY = translatable("priority is the cluster's to set")
 # why the usual suspects are refused (every other option gets the generic reason)
 _REASONS = {
     "exclusive": _WIDENS, "overcommit": _WIDENS, "oversubscribe": _WIDENS,
@@ -68,23 +75,18 @@ _REASONS = {
     "mincpus": _WIDENS, "tres-per-task": _WIDENS, "licenses": _WIDENS, "core-spec": _WIDENS,
     "thread-spec": _WIDENS, "sockets-per-node": _WIDENS, "cores-per-socket": _WIDENS,
     "threads-per-core": _WIDENS, "extra-node-info": _WIDENS, "tmp": _WIDENS,
-    "account": f"{_GATEWAYS} (the member's account on the cluster)",
-    "comment": f"{_GATEWAYS} (it carries the job's marker)",
-    "qos": f"{_GATEWAYS} (the partition's)", "reservation": f"{_GATEWAYS} (none)",
-    "export": f"{_GATEWAYS} (give variables in `environment`)",
-    "export-file": f"{_GATEWAYS} (give variables in `environment`)",
-    "chdir": f"{_GATEWAYS} (give `workdir`)", "workdir": f"{_GATEWAYS} (give `workdir`)",
-    "input": f"{_GATEWAYS}",
-    "mail-type": "the gateway sends no mail from Slurm (use webhooks)",
-    "mail-user": "the gateway sends no mail from Slurm (use webhooks)",
-    "dependency": "the gateway submits each job on its own",
-    "begin": "the gateway holds a job's quote from its submission",
-    "hold": "the gateway holds a job's quote from its submission",
-    "deadline": "the gateway holds a job's quote from its submission",
-    "nice": "priority is the cluster's to set", "priority": "priority is the cluster's to set",
-    "requeue": "a requeued job runs again beyond its quote",
-    "clusters": "the cluster is chosen by the request's `cluster`",
-    "wrap": "the script is the job", "parsable": _GATEWAYS, "ignore-pbs": _GATEWAYS,
+    "account": translatable("the gateway sets it (the member's account on the cluster)"),
+    "comment": translatable("the gateway sets it (it carries the job's marker)"),
+    "qos": translatable("the gateway sets it (the partition's)"),
+    "reservation": translatable("the gateway sets it (none)"),
+    "export": _ENVIRONMENT, "export-file": _ENVIRONMENT, "chdir": _WORKDIR, "workdir": _WORKDIR,
+    "input": _GATEWAYS, "mail-type": _WEBHOOKS, "mail-user": _WEBHOOKS,
+    "dependency": translatable("the gateway submits each job on its own"),
+    "begin": _QUOTE_FROM_SUBMISSION, "hold": _QUOTE_FROM_SUBMISSION,
+    "deadline": _QUOTE_FROM_SUBMISSION, "nice": _PRIORITY, "priority": _PRIORITY,
+    "requeue": translatable("a requeued job runs again beyond its quote"),
+    "clusters": translatable("the cluster is chosen by the request's `cluster`"),
+    "wrap": translatable("the script is the job"), "parsable": _GATEWAYS, "ignore-pbs": _GATEWAYS,
     "test-only": _GATEWAYS, "wait": _GATEWAYS, "uid": _GATEWAYS, "gid": _GATEWAYS,
 }
 _SHORT_NAMES = {"A": "account", "b": "begin", "d": "dependency", "D": "chdir", "H": "hold",
@@ -120,7 +122,7 @@ class FromScript:
 class DirectivesRefused(ValueError):
     """Lines of the header the gateway does not take; each problem names its line."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[Sentence]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
 
@@ -147,7 +149,7 @@ def neutralised(script: str) -> str:
     return "\n".join(lines)
 
 
-def _words(text: str, line: int) -> tuple[list[str], str | None]:
+def _words(text: str, line: int) -> tuple[list[str], Sentence | None]:
     """The words sbatch takes from a directive line (after its prefix), or the problem."""
     words: list[str] = []
     i, n = 0, len(text)
@@ -160,13 +162,15 @@ def _words(text: str, line: int) -> tuple[list[str], str | None]:
         for separator in _SEPARATORS:
             if rest[:len(separator)].lower() == separator and rest[len(separator):][:1] in (
                     "", *_SPACE):
-                return words, (f"line {line}: `{separator}` separates the components of a "
-                               "heterogeneous job; the gateway submits one job per request")
+                return words, Sentence(
+                    "line %(line)s: `%(separator)s` separates the components of a "
+                    "heterogeneous job; the gateway submits one job per request", line=line,
+                    separator=separator)
         if text[i] == ":":
-            return words, f"line {line}: sbatch cannot read `:` here"
+            return words, Sentence("line %(line)s: sbatch cannot read `:` here", line=line)
         word, i, quote = _word(text, i)
         if quote:
-            return words, f"line {line}: unmatched {quote}"
+            return words, Sentence("line %(line)s: unmatched %(quote)s", line=line, quote=quote)
         if not word:
             return words, None  # sbatch stops reading the line at an empty word
         words.append(word)
@@ -201,7 +205,7 @@ def directives(script: str) -> list[Directive]:
     """The options of the script's header, in order, each with its value; DirectivesRefused
     lists every line that cannot be taken (an option outside the allow-list among them)."""
     lines = script.split("\n")
-    problems: list[str] = []
+    problems: list[Sentence] = []
     words: list[tuple[int, str]] = []
     header, end = _header(lines)
     for index, text in header:
@@ -211,8 +215,10 @@ def directives(script: str) -> list[Directive]:
             problems.append(problem)
     for index, text in enumerate(lines[:end]):
         if text.startswith(WRAPPER_PREFIXES):
-            problems.append(f"line {index + 1}: {text.split()[0]} directives are not taken "
-                            f"(write #SBATCH lines); allowed: {_ALLOWED_TEXT}")
+            problems.append(Sentence(
+                "line %(line)s: %(prefix)s directives are not taken (write #SBATCH lines); "
+                "allowed: %(allowed)s", line=index + 1, prefix=text.split()[0],
+                allowed=_ALLOWED_TEXT))
     found_options: list[Directive] = []
     position = 0
     while position < len(words):
@@ -220,13 +226,14 @@ def directives(script: str) -> list[Directive]:
         position += 1
         option, value, problem = _option(word)
         if problem is not None:
-            problems.append(f"line {line}: {problem}")
+            problems.append(Sentence("line %(line)s: %(problem)s", line=line, problem=problem))
             while position < len(words) and not words[position][1].startswith("-"):
                 position += 1  # its value, if it takes one: reported once, with the option
             continue
         if value is None:
             if position == len(words):
-                problems.append(f"line {line}: {word} needs a value")
+                problems.append(Sentence("line %(line)s: %(option)s needs a value", line=line,
+                                         option=word))
                 continue
             value = words[position][1]
             position += 1
@@ -236,7 +243,7 @@ def directives(script: str) -> list[Directive]:
     return found_options
 
 
-def _option(word: str) -> tuple[str, str | None, str | None]:
+def _option(word: str) -> tuple[str, str | None, Sentence | None]:
     """(the option as written, its value if in the same word, the problem if refused)."""
     if word.startswith("--") and len(word) > 2:
         name, equals, value = word[2:].partition("=")
@@ -249,21 +256,24 @@ def _option(word: str) -> tuple[str, str | None, str | None]:
         if allowed is not None:
             return f"-{letter}", rest or None, None
         return word, None, _refusal(f"-{letter}", _SHORT_NAMES.get(letter))
-    return word, None, f"`{word}` is not an option (sbatch would refuse the script)"
+    return word, None, Sentence("`%(word)s` is not an option (sbatch would refuse the script)",
+                                word=word)
 
 
-def _refusal(written: str, name: str | None) -> str:
+def _refusal(written: str, name: str | None) -> Sentence:
     if name is not None and name not in ALLOWED and any(a.startswith(name) for a in ALLOWED):
-        return f"#SBATCH {written} is not allowed: write the option's full name"
-    reason = _REASONS.get(name or "", "the gateway does not take it")
-    return f"#SBATCH {written} is not allowed: {reason}; allowed: {_ALLOWED_TEXT}"
+        return Sentence("#SBATCH %(option)s is not allowed: write the option's full name",
+                        option=written)
+    reason = _REASONS.get(name or "", translatable("the gateway does not take it"))
+    return Sentence("#SBATCH %(option)s is not allowed: %(reason)s; allowed: %(allowed)s",
+                    option=written, reason=Sentence(reason), allowed=_ALLOWED_TEXT)
 
 
 def from_script(script: str) -> FromScript:
     """The resources, name and output files the script's header asks for (the last of an
     option wins, as in sbatch); DirectivesRefused lists every line not taken."""
     asked = FromScript()
-    problems: list[str] = []
+    problems: list[Sentence] = []
     for d in directives(script):
         name = _BY_SHORT[d.option[1]].name if len(d.option) == 2 else d.option[2:]
         try:
@@ -271,13 +281,16 @@ def from_script(script: str) -> FromScript:
         except ValueError as exc:
             written = f"{d.option}={d.value}" if d.option.startswith("--") else (
                 f"{d.option} {d.value}")
-            problems.append(f"line {d.line}: #SBATCH {written}: {exc}")
+            reason = exc.args[0] if exc.args else str(exc)
+            problems.append(Sentence("line %(line)s: #SBATCH %(option)s: %(problem)s",
+                                     line=d.line, option=written, problem=reason))
             continue
         asked.lines[name] = d.line
     for first, second in (("mem", "mem-per-cpu"), ("gres", "gpus")):
         if first in asked.lines and second in asked.lines:
-            problems.append(f"line {max(asked.lines[first], asked.lines[second])}: "
-                            f"--{first} and --{second} exclude each other")
+            problems.append(Sentence(
+                "line %(line)s: --%(first)s and --%(second)s exclude each other",
+                line=max(asked.lines[first], asked.lines[second]), first=first, second=second))
     if problems:
         raise DirectivesRefused(problems)
     return asked
@@ -299,7 +312,7 @@ def _apply(asked: FromScript, name: str, value: str) -> None:
             asked.resources["gpus"] = _gpus(value)
         case "partition":
             if "," in value:
-                raise ValueError("name one partition")
+                raise ValueError(Sentence("name one partition"))
             asked.resources["partition"] = value
         case "array":
             asked.resources["array"] = value
@@ -319,7 +332,7 @@ def whole_number(text: str) -> int | None:
 def _count(value: str) -> int:
     count = whole_number(value)
     if count is None:
-        raise ValueError("give one whole number (no range)")
+        raise ValueError(Sentence("give one whole number (no range)"))
     return count
 
 
@@ -330,7 +343,7 @@ def minutes(value: str) -> int:
     numbers = [n for n in map(whole_number, parts) if n is not None]
     day_count = whole_number(days) if dash else 0
     if len(numbers) != len(parts) or day_count is None or len(parts) > 3:
-        raise ValueError("use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
+        raise ValueError(Sentence("use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"))
     if dash:  # D-HH[:MM[:SS]]
         hours, mins, secs = [*numbers, 0, 0][:3]
         hours += day_count * 24
@@ -340,7 +353,7 @@ def minutes(value: str) -> int:
         hours, (mins, secs) = 0, [*numbers, 0][:2]
     seconds = (hours * 60 + mins) * 60 + secs
     if seconds == 0:
-        raise ValueError("a time of 0 means no limit in Slurm; give a limit")
+        raise ValueError(Sentence("a time of 0 means no limit in Slurm; give a limit"))
     return math.ceil(seconds / 60)
 
 
@@ -348,22 +361,22 @@ def mebibytes(value: str) -> int:
     """A Slurm size (a number with K, M, G or T; M when none) in MiB, rounded up."""
     found = _MEMORY.fullmatch(value)
     if not found:
-        raise ValueError("use a whole number with K, M, G or T (M when none)")
+        raise ValueError(Sentence("use a whole number with K, M, G or T (M when none)"))
     amount = int(found[1]) * _MIB_PER_UNIT[(found[2] or "m").lower()]
     if amount == 0:
-        raise ValueError("0 means all the memory of the node in Slurm; give a size")
+        raise ValueError(Sentence("0 means all the memory of the node in Slurm; give a size"))
     return math.ceil(amount)
 
 
 def _gres_gpus(value: str) -> int:
     found = _GRES_GPU.fullmatch(value)
     if not found:
-        raise ValueError("only `gpu` or `gpu:N` is taken (GPUs are counted, not typed)")
+        raise ValueError(Sentence("only `gpu` or `gpu:N` is taken (GPUs are counted, not typed)"))
     return int(found[1]) if found[1] is not None else 1
 
 
 def _gpus(value: str) -> int:
     count = whole_number(value)
     if count is None:
-        raise ValueError("only a count is taken (GPUs are counted, not typed)")
+        raise ValueError(Sentence("only a count is taken (GPUs are counted, not typed)"))
     return count

@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import UndefinedError
 from pydantic import TypeAdapter, ValidationError
 
+from consortium.texts import Sentence, validation_sentence
 from gateway.jobs import directives, templates
 from gateway.jobs.errors import JobInputInvalid
 from gateway.jobs.schemas import FilePath, JobCreate, JobName, ResourcesIn
@@ -59,7 +60,8 @@ def resolve(request: JobCreate, script: str | None, *, default_name: str = DEFAU
     if "gpus" not in given and asked.gpus_per_node is not None:
         merged["gpus"] = asked.gpus_per_node * nodes  # --gres is per node
     missing = [{"loc": ["body", "resources", f], "type": "missing",
-                "msg": f"give resources.{f} or an #SBATCH {option} line in the script"}
+                "msg": Sentence("give resources.%(field)s or an #SBATCH %(option)s line in "
+                                "the script", field=f, option=option)}
                for f, option in REQUIRED.items() if f not in merged]
     if missing:
         raise JobInputInvalid(missing)
@@ -75,10 +77,10 @@ def resolve(request: JobCreate, script: str | None, *, default_name: str = DEFAU
     stdout = _checked(asked, "output", _PATH, where, problems)
     stderr = _checked(asked, "error", _PATH, where, problems)
     if resources.array is not None:
-        problems.extend(_at(where, f"line {asked.lines[option]}: --{option} with an array "
-                                   "would make every task write one file; leave it out (the "
-                                   "gateway names each task's files)")
-                        for option in ("output", "error") if option in asked.lines)
+        problems.extend(_at(where, Sentence(
+            "line %(line)s: --%(option)s with an array would make every task write one file; "
+            "leave it out (the gateway names each task's files)", line=asked.lines[option],
+            option=option)) for option in ("output", "error") if option in asked.lines)
     if problems:
         raise JobInputInvalid(problems)
     return Resolved(resources, name or default_name, stdout, stderr)
@@ -110,8 +112,9 @@ def resolve_rendered(request: JobCreate, render: Callable[[Mapping[str, Any]], s
         raise templates.render_refused(exc, "template") from exc
     again = resolve(request, script, default_name=default_name, where="template")
     if again != resolved:
-        raise JobInputInvalid.at(("template",), "the template's #SBATCH lines change with the "
-                                 "resources they set; give the resources in the request")
+        raise JobInputInvalid.at(("template",), Sentence(
+            "the template's #SBATCH lines change with the resources they set; give the "
+            "resources in the request"))
     return again, script
 
 
@@ -133,9 +136,10 @@ def _located(error: Any, given: dict[str, Any], asked: directives.FromScript,
     field = str(error["loc"][0]) if error["loc"] else ""
     line = next((asked.lines[o] for o in _SOURCES.get(field, ()) if o in asked.lines), None)
     if field in given or line is None:
-        return {"loc": ["body", "resources", *error["loc"]], "msg": error["msg"],
-                "type": error["type"]}
-    return _at(where, f"line {line}: {field}: {error['msg']}")
+        return {"loc": ["body", "resources", *error["loc"]],
+                "msg": validation_sentence(error), "type": error["type"]}
+    return _at(where, Sentence("line %(line)s: %(field)s: %(problem)s", line=line, field=field,
+                               problem=validation_sentence(error)))
 
 
 def _checked(asked: directives.FromScript, option: str, adapter: TypeAdapter[str], where: str,
@@ -147,6 +151,7 @@ def _checked(asked: directives.FromScript, option: str, adapter: TypeAdapter[str
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        reason = "; ".join(e["msg"] for e in exc.errors())
-        problems.append(_at(where, f"line {asked.lines[option]}: --{option}: {reason}"))
+        problems.extend(_at(where, Sentence(
+            "line %(line)s: --%(option)s: %(problem)s", line=asked.lines[option], option=option,
+            problem=validation_sentence(e))) for e in exc.errors())
         return None

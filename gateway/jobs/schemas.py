@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from consortium.bounds import Id
+from consortium.texts import Sentence
 from gateway.jobs.arrays import parse_array
 from gateway.jobs.models import JobState
 
@@ -36,26 +37,27 @@ _PATH_CHARS = re.compile(r"^[A-Za-z0-9._@+=,:/-]*$")
 def relative_path(value: str) -> str:
     """A path inside the member's work directory: relative, no `..`, plain characters."""
     if not _PATH_CHARS.match(value):
-        raise ValueError("use letters, digits and . _ @ + = , : - / only")
+        raise ValueError(Sentence("use letters, digits and . _ @ + = , : - / only"))
     path = PurePosixPath(value)
     if path.is_absolute():
-        raise ValueError("must be relative to the member's work directory")
+        raise ValueError(Sentence("must be relative to the member's work directory"))
     if ".." in path.parts:
-        raise ValueError("must not contain '..'")
+        raise ValueError(Sentence("must not contain '..'"))
     normalized = str(path)
     return "" if normalized == "." else normalized
 
 
 def env_name(value: str) -> str:
     if value.startswith(RESERVED_ENV_PREFIXES):
-        raise ValueError(f"names starting with {' or '.join(RESERVED_ENV_PREFIXES)} are reserved")
+        raise ValueError(Sentence("names starting with any of %(prefixes)s are reserved",
+                                  prefixes=", ".join(RESERVED_ENV_PREFIXES)))
     return value
 
 
 def file_path(value: str) -> str:
     normalized = relative_path(value)
     if not normalized:
-        raise ValueError("a file path is needed")
+        raise ValueError(Sentence("a file path is needed"))
     return normalized
 
 
@@ -162,13 +164,13 @@ class JobCreate(_In):
     @model_validator(mode="after")
     def _script_or_template(self) -> Self:
         if (self.script is None) == (self.template is None):
-            raise ValueError("give either `script` or `template` (with `parameters`)")
+            raise ValueError(Sentence("give either `script` or `template` (with `parameters`)"))
         if self.template is None and (self.parameters or self.template_version):
-            raise ValueError("`parameters` and `template_version` go with a `template`")
+            raise ValueError(Sentence("`parameters` and `template_version` go with a `template`"))
         if self.when_unavailable == "fail" and self.max_wait_minutes is not None:
-            raise ValueError("`max_wait_minutes` goes with `when_unavailable: queue`")
+            raise ValueError(Sentence("`max_wait_minutes` goes with `when_unavailable: queue`"))
         if self.script is not None and "\0" in self.script:
-            raise ValueError("the script contains a NUL byte")
+            raise ValueError(Sentence("the script contains a NUL byte"))
         return self
 
 
@@ -385,40 +387,42 @@ class ParameterSpec(_In):
     def check(self, value: object) -> str | None:
         """Why `value` does not fit this parameter, or None when it does."""
         if self.type is ParamType.bool:
-            return None if isinstance(value, bool) else "must be true or false"
+            return None if isinstance(value, bool) else Sentence("must be true or false")
         if self.type in (ParamType.int, ParamType.float):
             return self._check_number(value)
         if not isinstance(value, str):
-            return "must be a string"
+            return Sentence("must be a string")
         if self.type is ParamType.enum:
             choices = self.choices or []
-            return None if value in choices else f"must be one of {', '.join(choices)}"
+            return None if value in choices else Sentence("must be one of %(choices)s",
+                                                             choices=", ".join(choices))
         return self._check_text(value)
 
     def _check_number(self, value: object) -> str | None:
         if self.type is ParamType.int:
             if isinstance(value, bool) or not isinstance(value, int):
-                return "must be an integer"
+                return Sentence("must be an integer")
         elif isinstance(value, bool) or not isinstance(value, int | float):
-            return "must be a number"
+            return Sentence("must be a number")
         elif not math.isfinite(value):
-            return "must be a finite number"
+            return Sentence("must be a finite number")
         return self._bounds(value)
 
     def _check_text(self, value: str) -> str | None:
         if len(value) > self.max_length:
-            return f"must be at most {self.max_length} characters"
+            return Sentence("must have at most %(max_length)s character(s)",
+                            max_length=self.max_length)
         if _CONTROL.search(value):
-            return "must not contain control characters (newlines included)"
+            return Sentence("must not contain control characters (newlines included)")
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
-            return f"must match {self.pattern}"
+            return Sentence("does not have the expected form (%(pattern)s)", pattern=self.pattern)
         return None
 
     def _bounds(self, value: float) -> str | None:
         if self.minimum is not None and value < self.minimum:
-            return f"must be at least {self.minimum:g}"
+            return Sentence("must be at least %(ge)s", ge=f"{self.minimum:g}")
         if self.maximum is not None and value > self.maximum:
-            return f"must be at most {self.maximum:g}"
+            return Sentence("must be at most %(le)s", le=f"{self.maximum:g}")
         return None
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from consortium.audit import RequestContext, record
 from consortium.authz import Principal, require_admin
 from consortium.errors import Conflict, NotFound
+from consortium.texts import Sentence
 from gateway.jobs import directives
 from gateway.jobs.errors import JobInputInvalid
 from gateway.jobs.models import JobTemplate, JobTemplateVersion
@@ -62,14 +63,14 @@ def check_parameters(specs: list[ParameterSpec], given: Mapping[str, object]) ->
     for name in given:
         if name not in known:
             errors.append({"loc": ["body", "parameters", name], "type": "extra_forbidden",
-                           "msg": f"unknown parameter; this template takes: "
-                                  f"{', '.join(known) or 'none'}"})
+                           "msg": Sentence("unknown parameter; this template takes: %(names)s",
+                                           names=", ".join(known) or Sentence("none"))})
     values: dict[str, Scalar] = {}
     for spec in specs:
         if spec.name not in given:
             if spec.required:
                 errors.append({"loc": ["body", "parameters", spec.name], "type": "missing",
-                               "msg": "required parameter"})
+                               "msg": Sentence("required parameter")})
             elif spec.default is not None:
                 values[spec.name] = spec.default
             continue

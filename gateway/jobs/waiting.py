@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from consortium.texts import Sentence
 from gateway.jobs import directives
 from gateway.jobs.config import JobsSettings
 from gateway.jobs.errors import ClusterUnavailable, JobInputInvalid
@@ -51,8 +52,8 @@ def max_wait(request: JobCreate, settings: JobsSettings) -> timedelta:
     """The request's cap on its wait (422 beyond the gateway's)."""
     if request.max_wait_minutes is not None and (
             request.max_wait_minutes > settings.max_wait_minutes):
-        raise JobInputInvalid.at(("max_wait_minutes",),
-                                 f"at most {settings.max_wait_minutes} on this gateway")
+        raise JobInputInvalid.at(("max_wait_minutes",), Sentence(
+            "at most %(most)s on this gateway", most=settings.max_wait_minutes))
     return timedelta(minutes=request.max_wait_minutes or settings.max_wait_minutes)
 
 

@@ -13,8 +13,9 @@ from fastapi import Depends, Request
 from pydantic import ValidationError
 
 from consortium.errors import DomainError
+from consortium.texts import validation_sentence
 from gateway.api.errors import status_for
-from gateway.ui.i18n import lazy_gettext
+from gateway.ui.i18n import in_viewers_language, lazy_gettext
 
 # a message shown on a page: text, or text translated when the page is rendered
 Message = str | LazyProxy
@@ -34,23 +35,26 @@ def by_input(errors: Sequence[Mapping[str, Any]],
     found: dict[str, list[Message]] = {}
     for error in errors:
         name = input_name(error.get("loc", ()))
-        message = str(error.get("msg", ""))
+        msg = error.get("msg", "")
+        message = in_viewers_language(msg if isinstance(msg, str) else str(msg))
         if name not in inputs:
-            message = f"{name}: {message}" if name else message
+            if name:
+                message = lazy_gettext("%(input)s: %(problem)s", input=name, problem=message)
             name = GENERAL
         found.setdefault(name, []).append(message)
     return found
 
 
 def of_validation(exc: ValidationError, inputs: Collection[str]) -> dict[str, list[Message]]:
-    return by_input([{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()], inputs)
+    return by_input([{"loc": e["loc"], "msg": validation_sentence(e)} for e in exc.errors()],
+                    inputs)
 
 
 def refusal_text(exc: DomainError) -> LazyProxy:
     """A domain refusal as a page says it: its title in the viewer's language (the problem
     type's, `Quota exceeded`), then its detail as the API words it."""
     return lazy_gettext("%(title)s: %(detail)s", title=lazy_gettext(exc.title),
-                        detail=exc.detail)
+                        detail=in_viewers_language(exc.detail))
 
 
 def of_refusal(exc: DomainError, inputs: Collection[str]) -> dict[str, list[Message]]:

@@ -15,6 +15,8 @@ from typing import Any
 
 from babel.support import LazyProxy, NullTranslations, Translations
 
+from consortium.texts import Sentence
+
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "messages"
 LOCALES = ("fr", "en")
@@ -44,3 +46,13 @@ def gettext(message: str, **variables: Any) -> str:
 def lazy_gettext(message: str, **variables: Any) -> LazyProxy:
     """A string of the code, translated when it is rendered, in the request's language."""
     return LazyProxy(gettext, message, enable_cache=False, **variables)
+
+
+def in_viewers_language(text: str) -> str | LazyProxy:
+    """A Sentence of the domain (consortium.texts), with its values, translated when it is
+    rendered; any other text as it is (in English, as the API says it)."""
+    if not isinstance(text, Sentence):
+        return text
+    return lazy_gettext(text.message, **{
+        name: in_viewers_language(value) if isinstance(value, str) else value
+        for name, value in text.values.items()})

@@ -56,7 +56,8 @@ def test_every_string_of_the_pages_has_a_french_translation() -> None:
         str(UI), method_map=[("**/templates/**.html", "jinja2"), ("**.py", "python")],
         options_map={"**/templates/**.html": {"extensions": "jinja2.ext.i18n"}},
         keywords={"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None})}
-    # the domain's sentences the pages show: refusal titles, Slurm's pending reasons
+    # the domain's sentences the pages show: refusal titles, Slurm's pending reasons, the
+    # refusals of a job's input
     for package in (consortium, quotas, gateway):
         used |= {message for _, _, message, _, _ in extract_from_dir(
             str(Path(package.__file__).parent), method_map=[("**.py", "python")],

@@ -87,21 +87,39 @@ def test_template_form_fields_carry_the_parameters_bounds_and_defaults(
     assert nodes and 'min="1"' in nodes.group(0) and 'max="10000"' in nodes.group(0)
 
 
-def test_template_form_refusals_are_the_apis_words_beside_the_input(
+def test_template_form_refusals_are_the_apis_beside_the_input_in_the_viewers_language(
         client: TestClient, session: Session, member: Member) -> None:
-    sign_in(client, researcher_of(session, member))
+    email = researcher_of(session, member)
+    sign_in(client, email)
+    for locale, integer, at_least, positive in [
+            ("fr", "doit être un nombre entier", "doit valoir au moins 64",
+             "doit valoir au moins 1"),
+            ("en", "must be an integer", "must be at least 64", "must be at least 1")]:
+        session.execute(update(User).where(User.email == email).values(locale=locale))
+        session.commit()
+        form = {"project": "acme/training", "action": "quote",
+                "parameters.epochs": "abc", "parameters.samples": "10",
+                "resources.partition": "cpu", "resources.mem_mb": "512",
+                "resources.time_limit_minutes": "5"}
+        # the template's own checks, then pydantic's bound on a resource (checked first)
+        errors = _refusals(client, form)
+        assert errors.get("parameters-epochs") == integer, errors
+        assert errors.get("parameters-samples") == at_least, errors
+        errors = _refusals(client, {**form, "parameters.epochs": "2",
+                                    "parameters.samples": "64", "resources.nodes": "0"})
+        assert errors == {"resources-nodes": positive}, errors
+
+
+def _refusals(client: TestClient, form: dict[str, str]) -> dict[str, str]:
+    """The messages beside the inputs of the template form posted with `form` (a 422),
+    by input, as the page shows them."""
     page = client.get("/ui/submit/templates/pytorch-cpu")
-    answer = client.post("/ui/submit/templates/pytorch-cpu", data={
-        "csrftoken": csrf_token(page.text), "project": "acme/training", "action": "quote",
-        "parameters.epochs": "abc", "parameters.samples": "10",
-        "resources.partition": "cpu", "resources.mem_mb": "512",
-        "resources.time_limit_minutes": "5"})
+    answer = client.post("/ui/submit/templates/pytorch-cpu",
+                         data={"csrftoken": csrf_token(page.text), **form})
     assert answer.status_code == 422, answer.text
-    epochs = re.search(r'id="parameters-epochs-error">([^<]*)<', answer.text)
-    samples = re.search(r'id="parameters-samples-error">([^<]*)<', answer.text)
-    assert epochs and epochs.group(1) == "must be an integer"
-    assert samples and samples.group(1) == "must be at least 64"
-    assert 'value="abc"' in answer.text  # the form comes back as it was typed
+    assert f'value="{form["parameters.epochs"]}"' in answer.text  # the form comes back as typed
+    return {name: html.unescape(text)
+            for name, text in re.findall(r'id="([\w-]+)-error">([^<]*)<', answer.text)}
 
 
 def test_script_form_quotes_then_submits_and_shows_directive_lines(
@@ -113,7 +131,11 @@ def test_script_form_quotes_then_submits_and_shows_directive_lines(
     refused = client.post("/ui/submit/script", data={
         "csrftoken": token, "project": "acme/training", "script": bad, "action": "quote"})
     assert refused.status_code == 422, refused.text
-    assert re.search(r'id="script-error">[^<]*line 3', refused.text), refused.text
+    shown = re.search(r'id="script-error">([^<]*)<', refused.text)
+    assert shown, refused.text
+    assert html.unescape(shown.group(1)).startswith(
+        "ligne 3 : #SBATCH --wckey n'est pas accepté : la passerelle ne la prend pas ; "
+        "acceptées : --time,"), shown.group(1)
     body = {"csrftoken": token, "project": "acme/training", "script": SCRIPT, "name": "hello"}
     quoted = client.post("/ui/submit/script", data={**body, "action": "quote"})
     assert quoted.status_code == 200, quoted.text
