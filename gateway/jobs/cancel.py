@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from consortium.audit import RequestContext, record
 from consortium.authz import Principal, Scope
 from consortium.base import utcnow
+from gateway.jobs import details
 from gateway.jobs.actions import JobActions
 from gateway.jobs.clusters import Cluster
 from gateway.jobs.models import Job, JobState
@@ -53,7 +54,7 @@ class Cancellation(JobActions):
         if job.state in (JobState.accepted, JobState.waiting):  # nothing sent: no Slurm call
             job.ended_at = now
             transition(session, job, JobState.cancelled, at=now,
-                       detail="cancelled before it was submitted")
+                       detail=details.CANCELLED_UNSENT)
             quotas.release(session, job.public_id, reason="cancelled before submission",
                            actor=principal, now=now)
         record(session, actor=principal, action="job.cancel", target_type="job",

@@ -11,6 +11,7 @@ from consortium.audit import CLI_CONTEXT, RequestContext, record
 from consortium.authz import Principal
 from consortium.base import utcnow
 from consortium.models import Outcome
+from gateway.jobs import details
 from gateway.jobs.models import Job, JobEvent, JobState
 from gateway.jobs.transitions import transition
 from quotas import service as quotas
@@ -28,7 +29,7 @@ def submitted(session: Session, job: Job, scheduler_id: str
     job.scheduler_id = scheduler_id
     job.submitted_at = now
     event = transition(session, job, JobState.pending, at=now,
-                       detail=f"slurm id {scheduler_id}")
+                       detail=details.SUBMITTED % {"id": scheduler_id})
     return True, job.cancel_requested_at is not None, event
 
 

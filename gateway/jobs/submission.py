@@ -36,7 +36,16 @@ from consortium.base import utcnow
 from consortium.errors import DomainError, PermissionDenied
 from consortium.models import Outcome
 from gateway.db import Database
-from gateway.jobs import directives, health, idempotency, outcomes, quoting, repository, waiting
+from gateway.jobs import (
+    details,
+    directives,
+    health,
+    idempotency,
+    outcomes,
+    quoting,
+    repository,
+    waiting,
+)
 from gateway.jobs.actions import SYSTEM, JobActions, T, describe
 from gateway.jobs.admission import (
     admit,
@@ -258,7 +267,7 @@ class Submissions(JobActions):
             # anything else (a bug, a cancelled request): the script may have gone; the
             # tracker settles the job by its marker
             with anyio.CancelScope(shield=True):
-                await self._db(lambda s: self._unknown(s, job_id, "submission interrupted"))
+                await self._db(lambda s: self._unknown(s, job_id, details.INTERRUPTED))
             raise
         health.reached(scheduler)
 

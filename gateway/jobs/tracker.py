@@ -34,7 +34,7 @@ from gateway import metrics
 from gateway.db import Database
 from gateway.footprint import settle as footprint
 from gateway.holders import holder_name
-from gateway.jobs import cluster_status, health, outcomes, repository, tasks, waiting
+from gateway.jobs import cluster_status, details, health, outcomes, repository, tasks, waiting
 from gateway.jobs.admission import cluster_account
 from gateway.jobs.arrays import parse_array
 from gateway.jobs.clusters import Cluster, Clusters, identity_for
@@ -356,8 +356,8 @@ class ClusterTracker:
             return
         self._missing_since.pop(job.id, None)
         ended = JobState(status.state.value) if status is not None else JobState.failed
-        detail = (f"ended as {status.raw_state} with no accounting record" if status is not None
-                  else "vanished from the cluster's queue and accounting")
+        detail = (details.UNACCOUNTED % {"state": status.raw_state} if status is not None
+                  else details.VANISHED)
         await self._apply(job, report, lambda s: self._finish_unaccounted(s, job, ended, detail,
                                                                           now))
 
@@ -467,7 +467,7 @@ class ClusterTracker:
         if job.state == JobState.accepted:
             # the submitter stopped before `submitting`: nothing was ever sent
             await self._apply(job, report, lambda s: self._give_up(
-                s, job, "the gateway stopped before submitting it", now))
+                s, job, details.NEVER_SENT, now))
             return
         if job.identity is None or report.marker_lookups >= MAX_MARKER_LOOKUPS:
             return
@@ -477,7 +477,7 @@ class ClusterTracker:
             await self._apply(job, report, lambda s: self._found(s, job, found, now))
         elif quiet >= timedelta(seconds=self.settings.marker_grace_seconds):
             await self._apply(job, report, lambda s: self._give_up(
-                s, job, "the cluster never received it (no job carries its marker)", now))
+                s, job, details.NEVER_RECEIVED, now))
 
     def _found(self, session: Session, job: Tracked, found: FoundJob,
                now: datetime) -> JobState:
@@ -486,7 +486,7 @@ class ClusterTracker:
         # Slurm's own submit time: the discovery may come long after (a gateway that was down)
         current.submitted_at = current.submitted_at or found.submit or now
         transition(session, current, JobState.pending, at=now,
-                   detail=f"found by its marker: slurm id {found.scheduler_id}")
+                   detail=details.FOUND_BY_MARKER % {"id": found.scheduler_id})
         return JobState.pending
 
     def _give_up(self, session: Session, job: Tracked, reason: str, now: datetime) -> JobState:
@@ -576,7 +576,8 @@ class ClusterTracker:
         if exc.maybe_executed:
             outcomes.unknown(session, current, message)
         elif isinstance(exc, SchedulerUnavailable):
-            waiting.wait_again(session, current, f"cluster unavailable: {exc.message}")
+            waiting.wait_again(session, current,
+                               details.UNAVAILABLE % {"reason": exc.message})
         else:
             outcomes.submit_failed(session, current, exc.message, actor=ACTOR)
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from consortium.texts import Sentence
-from gateway.jobs import directives
+from gateway.jobs import details, directives
 from gateway.jobs.config import JobsSettings
 from gateway.jobs.errors import ClusterUnavailable, JobInputInvalid
 from gateway.jobs.models import Job, JobEvent, JobState
@@ -60,12 +60,12 @@ def max_wait(request: JobCreate, settings: JobsSettings) -> timedelta:
 def for_maintenance(window: MaintenanceWindow, cap: timedelta) -> Wait:
     # the cap counts from the window's end: a job sent on the eve of a maintenance day
     # waits for it to be over, however long it was declared
-    return Wait(f"maintenance window until {_utc(window.end)}: {window.reason}",
+    return Wait(details.MAINTENANCE % {"end": _utc(window.end), "reason": window.reason},
                 window.end + cap)
 
 
 def for_outage(detail: str, cap: timedelta, now: datetime) -> Wait:
-    return Wait(f"cluster unavailable: {detail}", now + cap)
+    return Wait(details.UNAVAILABLE % {"reason": detail}, now + cap)
 
 
 def in_maintenance(cluster: str, window: MaintenanceWindow, now: datetime) -> ClusterUnavailable:
@@ -88,7 +88,7 @@ def start_sending(session: Session, job: Job) -> JobEvent:
     """waiting → submitting, to be committed before the sbatch (see the module's doc)."""
     job.detail = None
     return transition(session, job, JobState.submitting,
-                      detail="the cluster answers again: forwarded")
+                      detail=details.FORWARDED)
 
 
 def wait_again(session: Session, job: Job, reason: str) -> None:

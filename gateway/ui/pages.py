@@ -23,7 +23,7 @@ from markupsafe import Markup
 from consortium.errors import DomainError
 from gateway.api.errors import status_for
 from gateway.db import unavailable
-from gateway.jobs import reasons
+from gateway.jobs import details, reasons
 from gateway.ui import charts, form_errors, i18n
 from quotas.rates import to_su
 
@@ -80,13 +80,18 @@ def _pending_reason(code: str | None) -> str | None:
     return None if found is None else i18n.gettext(found[0], **found[1])
 
 
+def _job_detail(text: str) -> str:
+    """A job's or an event's detail, the gateway's own sentences in the request's language."""
+    return str(i18n.in_viewers_language(details.sentence(text)))
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                       extensions=["jinja2.ext.i18n"])
     env.install_gettext_callables(i18n.gettext, _ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(su=_su, msu=_msu, day=_day, short_day=_short_day, float=_float)
     env.globals.update(line_chart=charts.line_chart, bar_chart=charts.bar_chart,
-                       pending_reason=_pending_reason)
+                       pending_reason=_pending_reason, job_detail=_job_detail)
     return env
 
 

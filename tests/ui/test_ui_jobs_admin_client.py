@@ -65,6 +65,12 @@ def member(session: Session) -> Member:
     return found
 
 
+def speaks(session: Session, email: str, locale: str) -> None:
+    """The pages in `locale` for the person signed in as `email` (their account's choice)."""
+    session.execute(update(User).where(User.email == email).values(locale=locale))
+    session.commit()
+
+
 def researcher_of(session: Session, member: Member) -> str:
     user = make_user(session, roles={member: Role.researcher})
     session.commit()
@@ -95,8 +101,7 @@ def test_template_form_refusals_are_the_apis_beside_the_input_in_the_viewers_lan
             ("fr", "doit être un nombre entier", "doit valoir au moins 64",
              "doit valoir au moins 1"),
             ("en", "must be an integer", "must be at least 64", "must be at least 1")]:
-        session.execute(update(User).where(User.email == email).values(locale=locale))
-        session.commit()
+        speaks(session, email, locale)
         form = {"project": "acme/training", "action": "quote",
                 "parameters.epochs": "abc", "parameters.samples": "10",
                 "resources.partition": "cpu", "resources.mem_mb": "512",
@@ -189,20 +194,29 @@ def test_researcher_gets_404_on_admin_pages_and_on_another_members_job(
         assert client.get(path).status_code == 404, path
     listing = client.get("/ui/jobs")
     assert listing.status_code == 200 and acme_job not in listing.text
-    # globex has no allocation: the API's quota refusal, shown in the form, its title in the
-    # viewer's language (French by default) and its detail as the API words it
+    # globex has no allocation: the API's quota refusal, shown in the form in the viewer's
+    # language (French by default)
     status, page = submit_script(client, "globex/secret")
     assert status == 403, page
     assert 'class="error" role="alert"' in page
-    assert re.search(r"<li>Quota dépassé : \S", html.unescape(page)), page
+    assert re.search(r"<li>Quota dépassé : demandé [0-9.]+ SU, disponible 0.000 SU, réservé ",
+                     html.unescape(page)), page
 
 
-def test_a_pending_jobs_page_gives_slurms_reason_in_the_viewers_language(
-        client: TestClient, session: Session, member: Member) -> None:
+@pytest.fixture
+def own_job(client: TestClient, session: Session, member: Member) -> tuple[str, str]:
+    """A researcher of `member` signed in (their email), and a job they submitted from the
+    script form (its id)."""
     email = researcher_of(session, member)
     sign_in(client, email)
     status, job = submit_script(client, "acme/training")
     assert status == 303, job
+    return email, job
+
+
+def test_a_pending_jobs_page_gives_slurms_reason_in_the_viewers_language(
+        client: TestClient, session: Session, own_job: tuple[str, str]) -> None:
+    email, job = own_job
     for code, french, english in [
             ("Priority", "Des calculs plus prioritaires le précèdent dans la file d'attente.",
              "Jobs with a higher priority are ahead of this one in the queue."),
@@ -212,11 +226,9 @@ def test_a_pending_jobs_page_gives_slurms_reason_in_the_viewers_language(
              "A Node usage limit of its QOS is reached: the job waits until more is allowed.")]:
         session.execute(update(Job).where(Job.public_id == job).values(
             state=JobState.pending, pending_reason=code))
-        session.execute(update(User).where(User.email == email).values(locale="fr"))
-        session.commit()
+        speaks(session, email, "fr")
         assert french in html.unescape(client.get(f"/ui/jobs/{job}").text)
-        session.execute(update(User).where(User.email == email).values(locale="en"))
-        session.commit()
+        speaks(session, email, "en")
         assert english in html.unescape(client.get(f"/ui/jobs/{job}").text)
 
 
@@ -262,3 +274,21 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
     answer = client.post("/ui/admin/members", data={"slug": "x", "name": "X"})
     assert answer.status_code == 403
     assert session.scalars(select(Member).where(Member.slug == "x")).first() is None
+
+
+def test_a_jobs_page_says_the_gateways_details_in_the_viewers_language(
+        client: TestClient, session: Session, own_job: tuple[str, str]) -> None:
+    email, job = own_job
+    scheduler_id = session.scalars(select(Job.scheduler_id).where(Job.public_id == job)).one()
+    session.execute(update(Job).where(Job.public_id == job).values(
+        detail="cluster unavailable: SchedulerUnavailable: ssh: Connection refused"))
+    session.commit()
+    for locale, submitted, unavailable in [
+            ("fr", f"identifiant Slurm {scheduler_id}",
+             "cluster injoignable : SchedulerUnavailable: ssh: Connection refused"),
+            ("en", f"slurm id {scheduler_id}",
+             "cluster unavailable: SchedulerUnavailable: ssh: Connection refused")]:
+        speaks(session, email, locale)
+        text = html.unescape(client.get(f"/ui/jobs/{job}").text)
+        assert f" — {submitted}</li>" in text, text
+        assert f'<p id="job-detail-text">{unavailable}</p>' in text, text
