@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from consortium.texts import translatable
+from consortium.texts import Sentence, translatable
 
 REASONS: dict[str, str] = {
     "None": translatable("The job is waiting to be scheduled."),
@@ -78,23 +78,14 @@ _LIMITS: dict[tuple[str, bool], str] = {
 _UNKNOWN = translatable("The job is waiting (Slurm's reason: %(code)s).")
 
 
-def sentence(code: str | None) -> tuple[str, dict[str, str]] | None:
-    """The sentence for a reason code, as its message and the values of its placeholders (a
-    generic one for a code the table does not know)."""
+def explain(code: str | None) -> str | None:
+    """The sentence for a reason code (a Sentence: English, and the pages translate it); a
+    generic one for a code the table does not know."""
     if not code:
         return None
     if code in REASONS:
-        return REASONS[code], {}
+        return Sentence(REASONS[code])
     match = _LIMIT.match(code)
     if match:
-        return _LIMITS[match.group(1), bool(match.group(4))], {"what": match.group(3)}
-    return _UNKNOWN, {"code": code}
-
-
-def explain(code: str | None) -> str | None:
-    """The sentence for a reason code, in English."""
-    found = sentence(code)
-    if found is None:
-        return None
-    message, values = found
-    return message % values if values else message
+        return Sentence(_LIMITS[match.group(1), bool(match.group(4))], what=match.group(3))
+    return Sentence(_UNKNOWN, code=code)

@@ -76,8 +76,8 @@ def _float(value: Decimal | None) -> float | None:
 
 def _pending_reason(code: str | None) -> str | None:
     """Slurm's pending reason code as a sentence in the request's language."""
-    found = reasons.sentence(code)
-    return None if found is None else i18n.gettext(found[0], **found[1])
+    found = reasons.explain(code)
+    return None if found is None else str(i18n.in_viewers_language(found))
 
 
 def _job_detail(text: str) -> str:
