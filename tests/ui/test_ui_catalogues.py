@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gettext
 import io
+import re
 from importlib import import_module
 from pathlib import Path
 
@@ -82,3 +83,20 @@ def _subclasses(cls: type) -> set[type]:
 def test_the_gateway_reads_the_french_catalogue() -> None:
     assert isinstance(i18n.translations("fr"), gettext.GNUTranslations)
     assert i18n.translations("fr").gettext("Sign in") == "Se connecter"
+
+
+def test_every_translation_keeps_the_values_of_its_message() -> None:
+    """A placeholder lost or misspelt in a translation would fail (KeyError) or drop a value
+    (a line number, a limit) on the French pages only."""
+    with PO.open("rb") as po:
+        catalog = read_po(po, locale="fr")
+    placeholder = re.compile(r"%(?:\((\w+)\))?[-#0 +]*\d*(?:\.\d+)?([sdrf%])")
+    for message in catalog:
+        ids = message.id if isinstance(message.id, list | tuple) else (message.id,)
+        strings = (message.string if isinstance(message.string, list | tuple)
+                   else (message.string,))
+        if not ids[0] or "python-format" not in message.flags:
+            continue
+        wanted = sorted(placeholder.findall(ids[-1]))
+        for string in strings:
+            assert sorted(placeholder.findall(string)) == wanted, (ids[0], string)
