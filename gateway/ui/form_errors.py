@@ -51,8 +51,9 @@ def of_validation(exc: ValidationError, inputs: Collection[str]) -> dict[str, li
 
 
 def refusal_text(exc: DomainError) -> LazyProxy:
-    """A domain refusal as a page says it: its title in the viewer's language (the problem
-    type's, `Quota exceeded`), then its detail as the API words it."""
+    """A domain refusal as a page says it: its title (the problem type's, `Quota exceeded`),
+    then its detail, both in the viewer's language (a detail that is no Sentence as the API
+    words it)."""
     return lazy_gettext("%(title)s: %(detail)s", title=lazy_gettext(exc.title),
                         detail=in_viewers_language(exc.detail))
 

@@ -38,12 +38,12 @@ def supported(locale: str | None) -> str | None:
     return locale if locale in LOCALES else None
 
 
-def gettext(message: str, **variables: Any) -> str:
+def gettext(message: str, /, **variables: Any) -> str:
     text = translations(current_locale.get()).gettext(message)
     return text % variables if variables else text
 
 
-def lazy_gettext(message: str, **variables: Any) -> LazyProxy:
+def lazy_gettext(message: str, /, **variables: Any) -> LazyProxy:
     """A string of the code, translated when it is rendered, in the request's language."""
     return LazyProxy(gettext, message, enable_cache=False, **variables)
 
