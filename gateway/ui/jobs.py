@@ -22,10 +22,10 @@ from gateway.api.deps import ContextDep, DatabaseDep, JobServiceDep, ReaderDep, 
 from gateway.api.routes import jobs as api
 from gateway.jobs.models import JobState
 from gateway.jobs.schemas import OutputStream, relative_path
-from gateway.ui import form_errors, jobs_data
+from gateway.ui import form_errors, i18n, jobs_data
 from gateway.ui.auth import SignedIn, Viewer, get_viewer
 from gateway.ui.date_inputs import DateText, day_start
-from gateway.ui.pages import PageRoute, SignInRequired, page
+from gateway.ui.pages import PageRoute, SignInRequired, job_detail, page
 
 router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
@@ -101,8 +101,11 @@ async def job_output_stream(*, request: Request, job_id: JobId, viewer: Detached
 @router.get("/jobs/{job_id}/events")
 async def job_state_stream(job_id: JobId, viewer: DetachedViewer,
                            jobs: JobServiceDep) -> Response:
-    """The timeline as it grows: the API's server-sent events of the job's states."""
-    return await api.job_events(job_id, viewer.principal, jobs, None)
+    """The timeline as it grows: the API's server-sent events of the job's states, their
+    details in the viewer's language."""
+    i18n.current_locale.set(viewer.locale)  # kept by the stream's task, made after this
+    return api.state_stream(job_id, await jobs.job_events(viewer.principal, job_id, 0),
+                            said=job_detail)
 
 
 @router.post("/jobs/{job_id}/cancel")

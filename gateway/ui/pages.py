@@ -80,7 +80,7 @@ def _pending_reason(code: str | None) -> str | None:
     return None if found is None else str(i18n.in_viewers_language(found))
 
 
-def _job_detail(text: str) -> str:
+def job_detail(text: str) -> str:
     """A job's or an event's detail, the gateway's own sentences in the request's language."""
     return str(i18n.in_viewers_language(details.sentence(text)))
 
@@ -91,7 +91,7 @@ def _environment() -> Environment:
     env.install_gettext_callables(i18n.gettext, _ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(su=_su, msu=_msu, day=_day, short_day=_short_day, float=_float)
     env.globals.update(line_chart=charts.line_chart, bar_chart=charts.bar_chart,
-                       pending_reason=_pending_reason, job_detail=_job_detail)
+                       pending_reason=_pending_reason, job_detail=job_detail)
     return env
 
 

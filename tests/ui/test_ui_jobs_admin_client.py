@@ -5,6 +5,7 @@ from a page is the API's job, and only admins reach the admin pages (404 for any
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -42,9 +43,10 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
         partitions=[PartitionConfig(name="cpu", max_time_minutes=120, max_cpus_per_job=4,
                                     max_mem_mb_per_job=4096,
                                     billing=BillingWeights(gpu=1.0, cpu=0.25, mem_gb=0.0625))])
-    # no tracker: it would share the test's connection from another thread
-    return settings.model_copy(update={"clusters": [config],
-                                       "jobs": JobsSettings(tracker_in_serve=False)})
+    # no tracker: it would share the test's connection from another thread; state streams
+    # end after half a second (the job stays pending)
+    return settings.model_copy(update={"clusters": [config], "jobs": JobsSettings(
+        tracker_in_serve=False, stream_max_seconds=0.5, stream_poll_seconds=0.1)})
 
 
 @pytest.fixture
@@ -292,3 +294,8 @@ def test_a_jobs_page_says_the_gateways_details_in_the_viewers_language(
         text = html.unescape(client.get(f"/ui/jobs/{job}").text)
         assert f" — {submitted}</li>" in text, text
         assert f'<p id="job-detail-text">{unavailable}</p>' in text, text
+        # the timeline the page follows live says the same
+        stream = client.get(f"/ui/jobs/{job}/events")
+        events = [json.loads(line[len("data: "):]) for line in stream.text.splitlines()
+                  if line.startswith("data: ")]
+        assert submitted in [e["detail"] for e in events], events

@@ -9,7 +9,7 @@ holding a connection across the wait.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -35,7 +35,7 @@ from gateway.api.schemas import Page
 from gateway.auth.authenticator import Authenticator
 from gateway.jobs import idempotency, repository
 from gateway.jobs.arrays import MAX_TASK_ID
-from gateway.jobs.models import JobState
+from gateway.jobs.models import JobEvent, JobState
 from gateway.jobs.reads import JobReads
 from gateway.jobs.schemas import (
     FileListing,
@@ -263,16 +263,22 @@ async def job_events(
 ) -> StreamingResponse:
     """Server-sent events of the job's state changes: those stored (after Last-Event-ID), then
     each new one; the stream ends after the job's final state (or after a bounded time)."""
-    stored = await jobs.job_events(principal, job_id, last_event_id or 0)
+    return state_stream(job_id, await jobs.job_events(principal, job_id, last_event_id or 0))
 
+
+def state_stream(job_id: str, stored: AsyncIterator[JobEvent | None], *,
+                 said: Callable[[str], str] = str) -> StreamingResponse:
+    """The server-sent events of `stored` (None: nothing new yet), each event's detail as
+    `said` words it (the web interface's, in its viewer's language)."""
     async def events() -> AsyncIterator[str]:
         quiet_since = anyio.current_time()
         async for event in stored:
             if event is not None:
                 quiet_since = anyio.current_time()
+                detail = None if event.detail is None else said(event.detail)
                 yield _sse("state", {"job": job_id, "from_state": event.from_state,
                                      "to_state": event.to_state, "at": event.at.isoformat(),
-                                     "detail": event.detail}, event.id)
+                                     "detail": detail}, event.id)
             elif anyio.current_time() - quiet_since >= KEEPALIVE_SECONDS:
                 quiet_since = anyio.current_time()
                 yield ": keep-alive\n\n"
