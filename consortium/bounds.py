@@ -14,6 +14,8 @@ from typing import Annotated
 from annotated_types import Interval
 from pydantic import AfterValidator, AwareDatetime
 
+from consortium.texts import Sentence
+
 MAX_ID = 2**63 - 1  # BIGINT, and SQLite's INTEGER
 MAX_MSU = 10**18 - 1  # the most an SU amount with 18 digits, 3 of them decimals, can say
 
@@ -34,7 +36,9 @@ def _within_calendar(value: datetime) -> datetime:
     except OverflowError:
         utc = None
     if utc is None or not EARLIEST <= utc < LATEST:
-        raise ValueError(f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
+        raise ValueError(Sentence("must lie between %(first)s and %(last)s (UTC)",
+                                  first=EARLIEST.strftime("%Y-%m-%d"),
+                                  last=LATEST.strftime("%Y-%m-%d")))
     return value
 
 

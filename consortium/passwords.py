@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from consortium.errors import InvalidInput
-from consortium.texts import translatable
+from consortium.texts import Sentence, one_after_another, translatable
 
 # argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, m=64 MiB, p=4).
 _hasher = PasswordHasher()
@@ -58,6 +58,36 @@ def zxcvbn(password: str, user_inputs: list[str]) -> dict[str, Any]:
     return result
 
 
+_NO_ADVICE = translatable("add a few unrelated words.")
+# zxcvbn's advice (its feedback.py), marked for the catalogues: the pages translate it
+_ADVICE = frozenset({
+    translatable("Capitalization doesn't help very much."),
+    translatable("Dates are often easy to guess."),
+    translatable("No need for symbols, digits, or uppercase letters."),
+    translatable("Recent years are easy to guess."),
+    translatable("Reversed words aren't much harder to guess."),
+    translatable("Use a few words, avoid common phrases."),
+    translatable("A word by itself is easy to guess."),
+    translatable("Add another word or two. Uncommon words are better."),
+    translatable("Avoid dates and years that are associated with you."),
+    translatable("Avoid recent years."),
+    translatable("Avoid repeated words and characters."),
+    translatable("Avoid sequences."),
+    translatable("Avoid years that are associated with you."),
+    translatable("Common names and surnames are easy to guess."),
+    translatable("Names and surnames by themselves are easy to guess."),
+    translatable('Repeats like "aaa" are easy to guess.'),
+    translatable('Sequences like "abc" or "6543" are easy to guess.'),
+    translatable("Short keyboard patterns are easy to guess."),
+    translatable("Straight rows of keys are easy to guess."),
+    translatable("This is a top-10 common password."),
+    translatable("This is a top-100 common password."),
+    translatable("This is a very common password."),
+    translatable("This is similar to a commonly used password."),
+    translatable("Use a longer keyboard pattern with more turns."),
+})
+
+
 def weakness(password: str, user_inputs: Sequence[str] = ()) -> str | None:
     """Why the password is too easy to guess (the estimator's own advice), or None.
 
@@ -68,8 +98,10 @@ def weakness(password: str, user_inputs: Sequence[str] = ()) -> str | None:
     if estimate["score"] >= MIN_STRENGTH:
         return None
     feedback = estimate["feedback"]
-    advice = " ".join([feedback["warning"], *feedback["suggestions"]]).strip()
-    return f"this password is too easy to guess: {advice or 'add a few unrelated words.'}"
+    advice = [Sentence(part) if part in _ADVICE else part
+              for part in (feedback["warning"], *feedback["suggestions"]) if part]
+    return Sentence("this password is too easy to guess: %(advice)s",
+                    advice=one_after_another(advice or [Sentence(_NO_ADVICE)]))
 
 
 class WeakPassword(InvalidInput):

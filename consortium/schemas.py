@@ -23,6 +23,7 @@ from consortium.models import (
     ProjectStatus,
     Role,
 )
+from consortium.texts import Sentence
 
 MIN_PASSWORD_LENGTH = 12
 
@@ -292,8 +293,8 @@ class InvitationAccept(_In):
     @model_validator(mode="after")
     def _both_or_neither(self) -> Self:
         if (self.name is None) != (self.password is None):
-            raise ValueError("give a name and a password for a new account, or neither when "
-                             "signed in as the invited account")
+            raise ValueError(Sentence("give a name and a password for a new account, or neither "
+                                      "when signed in as the invited account"))
         return self
 
 

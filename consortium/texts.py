@@ -4,7 +4,7 @@ viewer's language (scripts/ui-catalogues.sh extracts the `translatable` and `Sen
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -39,6 +39,15 @@ class Sentence(str):
         sentence.message = message
         sentence.values = values
         return sentence
+
+
+def one_after_another(parts: Sequence[str]) -> str:
+    """Sentences one after the other, a space between them, each said on the pages in the
+    viewer's language (a Sentence)."""
+    said = parts[0]
+    for part in parts[1:]:
+        said = Sentence("%(before)s %(after)s", before=said, after=part)
+    return said
 
 
 # pydantic's errors by type, worded for people, with the names of their `ctx` values

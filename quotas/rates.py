@@ -19,6 +19,8 @@ from fractions import Fraction
 from math import ceil
 from typing import Protocol
 
+from consortium.texts import Sentence
+
 MSU_PER_SU = 1000
 SECONDS_PER_HOUR = 3600
 MIB_PER_GIB = 1024  # memory weights are per GiB, as Slurm's `Mem=<w>G` billing weight
@@ -103,7 +105,7 @@ def from_su(su: Decimal) -> int:
     """SU given by a person (at most three decimals) as milli-SU."""
     msu = su * MSU_PER_SU
     if msu != msu.to_integral_value():
-        raise ValueError("SU amounts have at most three decimals (whole milli-SU)")
+        raise ValueError(Sentence("SU amounts have at most three decimals (whole milli-SU)"))
     return int(msu)
 
 

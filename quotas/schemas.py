@@ -10,6 +10,7 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from consortium.bounds import Instant, Msu
+from consortium.texts import Sentence
 from quotas.models import (
     Alert,
     AlertKind,
@@ -39,11 +40,11 @@ class Amount(BaseModel):
 
 def _one_amount(su: Decimal | None, msu: int | None, name: str, *, required: bool) -> int | None:
     if su is not None and msu is not None:
-        raise ValueError(f"give {name}_su or {name}_msu, not both")
+        raise ValueError(Sentence("give %(name)s_su or %(name)s_msu, not both", name=name))
     if su is not None:
         return from_su(su)
     if msu is None and required:
-        raise ValueError(f"{name}_su or {name}_msu is required")
+        raise ValueError(Sentence("%(name)s_su or %(name)s_msu is required", name=name))
     return msu
 
 
@@ -87,7 +88,7 @@ class AdjustmentIn(_In):
     @model_validator(mode="after")
     def _amount(self) -> Self:
         if not _one_amount(self.amount_su, self.amount_msu, "amount", required=True):
-            raise ValueError("an adjustment cannot be zero")
+            raise ValueError(Sentence("an adjustment cannot be zero"))
         return self
 
     @property

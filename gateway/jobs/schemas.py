@@ -420,9 +420,9 @@ class ParameterSpec(_In):
 
     def _bounds(self, value: float) -> str | None:
         if self.minimum is not None and value < self.minimum:
-            return Sentence("must be at least %(ge)s", ge=f"{self.minimum:g}")
+            return Sentence("must be at least %(ge)s", ge=format(self.minimum, "g"))
         if self.maximum is not None and value > self.maximum:
-            return Sentence("must be at most %(le)s", le=f"{self.maximum:g}")
+            return Sentence("must be at most %(le)s", le=format(self.maximum, "g"))
         return None
 
 

@@ -11,6 +11,7 @@ from consortium.passwords import WeakPassword, require_strong, weakness
 from consortium.schemas import InvitationAccept, UserCreate
 from consortium.service import create_user
 from gateway import demo
+from gateway.ui import i18n
 
 WEAK = [" " * 12, "password1234", "qwertyuiop12", "123456789012", "aaaaaaaaaaaaaaaa",
         "iloveyou2024", "a" * 1024]
@@ -68,3 +69,16 @@ def test_the_passwords_the_demo_draws_pass_the_policy(session: Session) -> None:
         demo._user_with_password(session, f"person{n}@demo.test", known)
     assert len(known) == 200
     assert [p for p in known.values() if weakness(p) is not None] == []
+
+
+def test_a_weak_passwords_advice_is_english_for_the_api_and_french_on_a_french_page() -> None:
+    said = weakness("password1234")
+    assert said == ("this password is too easy to guess: This is a very common password. Add "
+                    "another word or two. Uncommon words are better.")
+    token = i18n.current_locale.set("fr")
+    try:
+        french = str(i18n.in_viewers_language(said or ""))
+    finally:
+        i18n.current_locale.reset(token)
+    assert french == ("ce mot de passe est trop facile à deviner : C'est un mot de passe très "
+                      "courant. Ajoutez un ou deux mots, de préférence peu courants.")
