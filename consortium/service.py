@@ -61,7 +61,7 @@ from consortium.schemas import (
     UserCreate,
     UserOut,
 )
-from consortium.texts import translatable
+from consortium.texts import Sentence, translatable
 from consortium.tokens import token_hash
 
 Actor = Principal | str
@@ -563,11 +563,11 @@ def revoke_invitation(session: Session, actor: Actor, member: Member, invitation
 
 def _check_usable(invitation: Invitation, now: datetime) -> None:
     if invitation.accepted_at is not None:
-        raise InvitationGone("this invitation was already used")
+        raise InvitationGone(Sentence("this invitation was already used"))
     if invitation.revoked_at is not None:
-        raise InvitationGone("this invitation was revoked")
+        raise InvitationGone(Sentence("this invitation was revoked"))
     if invitation.expires_at <= now:
-        raise InvitationGone("this invitation has expired: ask for a new one")
+        raise InvitationGone(Sentence("this invitation has expired: ask for a new one"))
 
 
 def _usable_invitation(session: Session, token: str, now: datetime) -> Invitation:
@@ -646,7 +646,7 @@ def accept_invitation(session: Session, token: str, data: InvitationAccept, *,
         .execution_options(synchronize_session=False)
     )
     if claimed is None:
-        raise InvitationGone("this invitation was used or revoked meanwhile")
+        raise InvitationGone(Sentence("this invitation was used or revoked meanwhile"))
     membership = Membership(user_id=user.id, member_id=invitation.member_id,
                             role=invitation.role)
     session.add(membership)

@@ -24,7 +24,7 @@ from gateway.api.deps import ContextDep, DatabaseDep, SessionDep, SettingsDep
 from gateway.api.errors import status_for
 from gateway.auth import login
 from gateway.auth.principal import principal_for_user
-from gateway.ui.i18n import lazy_gettext
+from gateway.ui.i18n import in_viewers_language, lazy_gettext
 from gateway.ui.pages import page
 
 # The token is in the URL: no referrer carries it elsewhere (the layout's headers keep the page
@@ -53,7 +53,7 @@ def _invitation_form(request: Request, session: Session, token: str, *, status: 
 
 def _unusable(request: Request, error: DomainError) -> HTMLResponse:
     if isinstance(error, InvitationGone):
-        return _page(request, "gone.html", 410, message=str(error))
+        return _page(request, "gone.html", 410, message=in_viewers_language(error.detail))
     if isinstance(error, NotFound):
         return _page(request, "not_found.html", 404)
     raise error
@@ -65,8 +65,12 @@ def invitation_page(*, request: Request, token: Token, session: SessionDep) -> H
     return _invitation_form(request, session, token)
 
 
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:].rstrip(".") + "."
+def _sentence(exc: DomainError) -> LazyProxy:
+    """The refusal's detail as a sentence of the page, in its viewer's language."""
+    def said() -> str:
+        text = str(in_viewers_language(exc.detail))
+        return text[:1].upper() + text[1:].rstrip(".") + "."
+    return LazyProxy(said, enable_cache=False)
 
 
 def _parse(name: str, password: str, confirmation: str) -> InvitationAccept | LazyProxy:
@@ -115,7 +119,7 @@ def accept_invitation(*, request: Request, token: Token, session: SessionDep,
         session.rollback()  # nothing of a refused acceptance is committed
         if isinstance(exc, InvitationGone | NotFound):
             return _unusable(request, exc)
-        error = SIGN_IN_BELOW if isinstance(exc, InvitationNeedsSignIn) else _sentence(str(exc))
+        error = SIGN_IN_BELOW if isinstance(exc, InvitationNeedsSignIn) else _sentence(exc)
         return _invitation_form(request, session, token, status=status_for(exc), error=error,
                                 name=name, email=email if intent == "sign_in" else None)
     return _page(request, "accepted.html", email=user.email)

@@ -109,6 +109,8 @@ def test_expired_invitation_answers_410_with_a_clear_sentence(
     answer = app_client.get(path)
     assert answer.status_code == 410
     assert "This invitation has expired" in answer.text
+    app_client.cookies.set("hpcgw_lang", "fr")
+    assert "Cette invitation a expiré : demandez-en une nouvelle." in app_client.get(path).text
     assert submit(app_client, path).startswith("410 ")
     assert newcomer(session) is None
 
@@ -144,6 +146,12 @@ def test_a_weak_password_is_refused_with_the_estimators_advice(
                                              "confirmation": weak})
         assert answer.status_code == 422
         assert "This password is too easy to guess" in answer.text
+    app_client.cookies.set("hpcgw_lang", "fr")
+    answer = app_client.post(path, data={"name": "New Comer", "password": "password1234",
+                                         "confirmation": "password1234"})
+    assert answer.status_code == 422
+    assert ("Ce mot de passe est trop facile à deviner : C&#39;est un mot de passe très "
+            "courant.") in answer.text, answer.text
     assert newcomer(session) is None
 
 
