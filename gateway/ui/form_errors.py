@@ -35,8 +35,7 @@ def by_input(errors: Sequence[Mapping[str, Any]],
     found: dict[str, list[Message]] = {}
     for error in errors:
         name = input_name(error.get("loc", ()))
-        msg = error.get("msg", "")
-        message = in_viewers_language(msg if isinstance(msg, str) else str(msg))
+        message = in_viewers_language(error.get("msg", ""))
         if name not in inputs:
             if name:
                 message = lazy_gettext("%(input)s: %(problem)s", input=name, problem=message)
