@@ -79,6 +79,9 @@ ROUTES_CACHED = 4096  # (project, cluster) pairs whose next submission is staged
 # Slurm's refusals that are limits of the account or QOS (a conflict with the current state)
 _LIMIT_REFUSAL = re.compile(r"(QOS|Assoc)\w*Limit|job submit limit|Job violates accounting")
 
+PUBLIC_ID_PATTERN = r"^[0-9a-f]{12}$"  # what new_public_id makes: a job's id in the paths
+
+
 def new_public_id() -> str:
     return secrets.token_hex(6)
 

@@ -22,13 +22,14 @@ from gateway.api.deps import ContextDep, DatabaseDep, JobServiceDep, ReaderDep, 
 from gateway.api.routes import jobs as api
 from gateway.jobs.models import JobState
 from gateway.jobs.schemas import OutputStream, relative_path
+from gateway.jobs.submission import PUBLIC_ID_PATTERN
 from gateway.ui import form_errors, i18n, jobs_data
 from gateway.ui.auth import SignedIn, Viewer, get_viewer
 from gateway.ui.date_inputs import DateText, day_start
 from gateway.ui.pages import PageRoute, SignInRequired, job_detail, page
 
 router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
-JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
+JobId = Annotated[str, Path(pattern=PUBLIC_ID_PATTERN)]
 IdText = Annotated[str, Query(max_length=18, pattern=r"^[0-9]*$")]
 
 

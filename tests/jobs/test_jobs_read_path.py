@@ -70,3 +70,20 @@ def test_reads_answer_when_more_run_at_once_than_the_pool_has_connections(
         pool.shutdown(wait=False, cancel_futures=True)  # a deadlock fails the test, not the run
 
     assert statuses == [200] * 80
+
+
+def test_a_job_id_of_another_form_is_refused_as_fastapi_refuses_a_path_parameter(
+    committed: tuple[World, TestClient], as_: Headers
+) -> None:
+    # the poll's route solves no parameter itself (gateway.api.routes.jobs._PollRoute): an id
+    # that is not 12 hexadecimal digits goes to FastAPI's handler, for its 422
+    world, client = committed
+    job = submit(client, as_(world.researcher), world.project).json()["id"]
+    for bad in (job.upper(), job[:-1], f"{job}0", f"{job}%0A", "0x" + job[2:], "%00" + job[3:]):
+        refused = client.get(f"/api/v1/jobs/{bad}", headers=as_(world.researcher))
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert [e["loc"] for e in refused.json()["errors"]] == [["path", "job_id"]], bad
+    unknown = client.get(f"/api/v1/jobs/{'0' * 12}", headers=as_(world.researcher))
+    assert unknown.status_code == 404
+    assert client.get(f"/api/v1/jobs/{job}", headers=as_(world.researcher)).status_code == 200

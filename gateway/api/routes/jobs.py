@@ -9,12 +9,14 @@ holding a connection across the wait.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
@@ -48,13 +50,14 @@ from gateway.jobs.schemas import (
     file_path,
     relative_path,
 )
+from gateway.jobs.submission import PUBLIC_ID_PATTERN
 
 router = APIRouter(tags=["jobs"])
 
 EVENT_STREAM = "text/event-stream"
 KEEPALIVE_SECONDS = 15.0
 JOBS_PATH = "/api/v1/jobs"
-JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id")]
+JobId = Annotated[str, Path(pattern=PUBLIC_ID_PATTERN, description="the job's id")]
 FileInJob = Annotated[str, Path(max_length=500), AfterValidator(file_path)]
 _JOB = {"model": JobDetail}
 _ETAG = {"ETag": {"description": "the job's revision (a strong validator)",
@@ -73,20 +76,30 @@ def _sse_doc(*events: str) -> dict[str, Any]:
                        "data": {"type": "string", "contentMediaType": "application/json"}}}}}}
 
 
-# The read clients poll, defined first so that it is the first route matched (FastAPI tries the
-# routes in order, twice per request). Its JSON is kept as bytes (gateway.jobs.reads), its
-# caller's principal kept (gateway.auth.authenticator), both checked by one read on the event
-# loop. Its credential and If-None-Match are read from the request, not declared as parameters:
-# FastAPI's solving of them (a dependency, a header) was about a quarter of a poll's CPU, which
-# the floor of issue 10 (4,000 polls a second on two workers) cannot spare; openapi_extra
-# documents them.
-@router.get("/jobs/{job_id}", response_class=JSONResponse, operation_id="jobs-get",
-            responses={200: {"model": JobDetail, **json_example(examples.JOB_DETAIL),
-                             "headers": _ETAG},
-                       304: {"description": "the job is unchanged since the tag sent in "
-                                            "If-None-Match", "headers": _ETAG},
-                       **problems(401, 403, 404, 422)},
-            openapi_extra={**CALLER_SECURITY, "parameters": [_IF_NONE_MATCH]})
+class _PollRoute(APIRoute):
+    """The route of the read clients poll: FastAPI solves none of its parameters. Its endpoint
+    is called with the path's job id and the request, from which it reads the credential and
+    If-None-Match (openapi_extra documents them). FastAPI's solving, even of the path's id
+    alone (a Response made and the id validated by pydantic for every poll), was a seventh of a
+    poll's CPU, and taking it out gave 15-20% more polls a second (py-spy on the workers and
+    bench/edge.py's If-None-Match load, before and after): the floor of issue 10 (5,000 polls
+    a second with If-None-Match on two workers) needs it. An id of another form goes to
+    FastAPI's handler, for its 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        solved = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            job_id = request.path_params["job_id"]
+            if _PUBLIC_ID.fullmatch(job_id) is None:
+                return await solved(request)
+            return await get_job(job_id, request)
+        return handler
+
+
+_PUBLIC_ID = re.compile(PUBLIC_ID_PATTERN)
+
+
 async def get_job(job_id: JobId, request: Request) -> Response:
     """A job with its request, quote, charge, timings, events and pending reason. The ETag
     changes with every change of the job: poll with If-None-Match."""
@@ -103,6 +116,19 @@ async def get_job(job_id: JobId, request: Request) -> Response:
     if if_none_match is not None and matches_any(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return Response(answer.body, media_type="application/json", headers=headers)
+
+
+# The first route, so the first matched (FastAPI tries the routes in order, twice per request).
+# Its JSON is kept as bytes (gateway.jobs.reads), its caller's principal kept
+# (gateway.auth.authenticator), both checked by one read on the event loop.
+router.add_api_route(
+    "/jobs/{job_id}", get_job, methods=["GET"], route_class_override=_PollRoute,
+    response_class=JSONResponse, operation_id="jobs-get",
+    responses={200: {"model": JobDetail, **json_example(examples.JOB_DETAIL), "headers": _ETAG},
+               304: {"description": "the job is unchanged since the tag sent in If-None-Match",
+                     "headers": _ETAG},
+               **problems(401, 403, 404, 422)},
+    openapi_extra={**CALLER_SECURITY, "parameters": [_IF_NONE_MATCH]})
 
 
 @router.post(
