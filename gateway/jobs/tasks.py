@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 
 from consortium.audit import record
 from gateway.footprint import settle as footprint
+from gateway.jobs import details
 from gateway.jobs.arrays import parse_array
 from gateway.jobs.models import Job, JobState, JobTask
 from gateway.jobs.transitions import transition
-from gateway.jobs.widening import is_widened
 from quotas import service as quotas
 from quotas.rates import Amounts
 from schedulers.config import BillingWeights, ClusterConfig
@@ -211,9 +211,9 @@ def _finish(session: Session, job: Job, rows: list[JobTask], state: JobState, *,
     job.charge_msu, job.refund_msu = settlement.charge_msu, settlement.refund_msu
     footprint.total_of_tasks(job, rows)
     counts = task_counts(r.state for r in rows)
-    detail = "tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-    if is_widened(job.detail):  # cancelled by the tracker: held wider than priced
-        state, detail = JobState.failed, f"{job.detail} ({detail})"
+    if details.is_widened(job.detail):  # cancelled by the tracker: held wider than priced
+        state = JobState.failed
+    detail = details.tasks_ended(counts, job.detail)
     transition(session, job, state, at=ended_at, detail=detail)
     record(session, actor=actor, action="job.settle", target_type="job",
            target_id=job.public_id, member_id=job.member_id,

@@ -41,7 +41,7 @@ from gateway.jobs.clusters import Cluster, Clusters, identity_for
 from gateway.jobs.config import JobsConfig, JobsSettings
 from gateway.jobs.models import Job, JobState, JobTask, TrackerLease
 from gateway.jobs.transitions import transition
-from gateway.jobs.widening import excess, held_statuses, is_widened, widened_detail
+from gateway.jobs.widening import excess, held_statuses
 from gateway.logging import log
 from quotas import service as quotas
 from quotas.rates import Amounts
@@ -294,7 +294,7 @@ class ClusterTracker:
                        cpus_per_core=partition.cpus_per_core if partition else 1)
         if not found or job.identity is None:
             return
-        recorded = is_widened(job.detail)
+        recorded = details.is_widened(job.detail)
         if recorded and all(s.state.terminal for s in held):
             return
         try:
@@ -308,7 +308,7 @@ class ClusterTracker:
         report.cancels_sent += 1
         if recorded:
             return
-        detail = widened_detail(found)
+        detail = details.widened(found)
         log.warning("job held wider than priced: cancelled", job=job.public_id,
                     cluster=self.cluster.name, scheduler_id=sid, excess=found)
 
@@ -421,7 +421,7 @@ class ClusterTracker:
         the gateway saw the job run."""
         current = session.get_one(Job, job.id)
         current.ended_at = now
-        if not is_widened(current.detail):
+        if not details.is_widened(current.detail):
             current.detail = detail
         started = current.started_at
         elapsed = max(0, int((now - started).total_seconds())) if started else 0
@@ -434,7 +434,7 @@ class ClusterTracker:
         """Charge rate(used) x elapsed with the weights of the quote, release the hold (refund
         a node failure), and record the end; a job cancelled for being held wider than priced
         ends failed, whatever Slurm says."""
-        if is_widened(current.detail):
+        if details.is_widened(current.detail):
             state, detail = JobState.failed, current.detail
         ended_at = current.ended_at or self.clock()
         current.elapsed_seconds = elapsed

@@ -17,19 +17,9 @@ from typing import Any
 from gateway.jobs.arrays import parse_array
 from schedulers.models import UNLIMITED_MINUTES, JobStatus
 
-WIDENED = "Slurm held more than the gateway priced"
 # Slurm prints memory TRES with two decimals of its largest unit (`1.50G`): read back, that
 # can exceed the exact request by up to 1 %
 MEM_TOLERANCE = 1.01
-
-
-def is_widened(detail: str | None) -> bool:
-    """Whether a job's detail says the tracker cancelled it for being held wider."""
-    return detail is not None and detail.startswith(WIDENED)
-
-
-def widened_detail(excess: list[str]) -> str:
-    return f"{WIDENED}: {', '.join(excess)}; cancelled"
 
 
 def held_statuses(scheduler_id: str, array: str | None,

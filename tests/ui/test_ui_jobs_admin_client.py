@@ -299,3 +299,22 @@ def test_a_jobs_page_says_the_gateways_details_in_the_viewers_language(
         events = [json.loads(line[len("data: "):]) for line in stream.text.splitlines()
                   if line.startswith("data: ")]
         assert submitted in [e["detail"] for e in events], events
+
+
+@pytest.mark.parametrize(("stored", "french"), [
+    ("tasks: 3 completed, 1 timeout",
+     "tâches : 3 terminée(s), 1 arrêtée(s) à la durée limite"),
+    ("Slurm held more than the gateway priced: cpus 4 > 1; cancelled (tasks: 2 cancelled)",
+     "Slurm a réservé plus que ce que la passerelle avait chiffré : cpus 4 &gt; 1 ; annulé "
+     "(tâches : 2 annulée(s))"),
+])
+def test_an_arrays_end_is_said_in_the_viewers_language(
+        client: TestClient, session: Session, own_job: tuple[str, str], stored: str,
+        french: str) -> None:
+    email, job = own_job
+    session.execute(update(Job).where(Job.public_id == job).values(detail=stored))
+    session.commit()
+    for locale, said in [("fr", french), ("en", stored.replace(">", "&gt;"))]:
+        speaks(session, email, locale)
+        page = client.get(f"/ui/jobs/{job}").text
+        assert f'<p id="job-detail-text">{said}</p>' in page.replace("&#39;", "'"), page
