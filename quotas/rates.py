@@ -98,7 +98,8 @@ def to_su(msu: int) -> Decimal:
 
 
 def format_su(msu: int) -> str:
-    return f"{to_su(msu)} SU"
+    """`4.555 SU`, a Sentence: the pages write its amount as the viewer's language does."""
+    return Sentence("%(su)s SU", su=to_su(msu))
 
 
 def from_su(su: Decimal) -> int:

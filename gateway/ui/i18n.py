@@ -9,10 +9,12 @@ compiled `.mo` files are committed beside them (tests/ui/test_ui_catalogues.py f
 from __future__ import annotations
 
 from contextvars import ContextVar
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from babel.numbers import format_decimal
 from babel.support import LazyProxy, NullTranslations, Translations
 
 from consortium.texts import Sentence
@@ -54,5 +56,21 @@ def in_viewers_language(text: str) -> str | LazyProxy:
     if not isinstance(text, Sentence):
         return text
     return lazy_gettext(text.message, **{
-        name: in_viewers_language(value) if isinstance(value, str) else value
-        for name, value in text.values.items()})
+        name: _in_viewers_language(value) for name, value in text.values.items()})
+
+
+def _in_viewers_language(value: object) -> object:
+    """A Sentence's value: a sentence translated, an amount (a Decimal: SU) written as the
+    language writes numbers, anything else (counts, ids, names) as it is."""
+    if isinstance(value, str):
+        return in_viewers_language(value)
+    if isinstance(value, Decimal):
+        return LazyProxy(amount, value, enable_cache=False)
+    return value
+
+
+def amount(value: Decimal | float, decimals: int = 3) -> str:
+    """An amount in the request's language (`1 234,5` in French): the API's exact figure, with
+    trailing zeros after the first decimal dropped."""
+    pattern = "#,##0." + "0" * min(decimals, 1) + "#" * max(decimals - 1, 0)
+    return format_decimal(value, format=pattern, locale=current_locale.get())

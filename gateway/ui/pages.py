@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import quote
 
 from babel.dates import format_date
-from babel.numbers import format_decimal
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -50,12 +49,7 @@ def _ngettext(singular: str, plural: str, n: int, **variables: Any) -> str:
 
 
 def _su(value: Decimal | float | None, decimals: int = 3) -> str:
-    """An amount in the page's language (`1 234,5` in French); the API's exact figure, with
-    trailing zeros after the first decimal dropped."""
-    if value is None:
-        return ""
-    pattern = "#,##0." + "0" * min(decimals, 1) + "#" * max(decimals - 1, 0)
-    return format_decimal(value, format=pattern, locale=i18n.current_locale.get())
+    return "" if value is None else i18n.amount(value, decimals)
 
 
 def _msu(value: int) -> str:

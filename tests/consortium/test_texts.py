@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from consortium.texts import Sentence, validation_sentence
 from gateway.jobs import directives
 from gateway.ui import form_errors, i18n
+from quotas.errors import QuotaExceeded
 
 
 class _Form(BaseModel):
@@ -113,3 +114,14 @@ def test_a_refusal_of_an_input_the_form_lacks_is_shown_for_the_form_naming_it() 
     assert _in("fr", shown[form_errors.GENERAL][0]) == "environment.SLURM_X : obligatoire"
     assert _in("en", shown[form_errors.GENERAL][0]) == "environment.SLURM_X: required"
     assert _in("fr", shown["name"][0]) == "un texte est attendu"
+
+
+def test_an_amount_is_the_apis_figure_and_written_as_the_viewers_language_writes_numbers(
+) -> None:
+    refusal = QuotaExceeded(requested_msu=1_234_500, available_msu=0, held_msu=12_000,
+                            open_holds=2)
+    assert refusal.detail == ("requested 1234.500 SU, available 0.000 SU, held 12.000 SU by "
+                              "2 pending or running job(s)")  # the API's words, unchanged
+    assert _in("fr", refusal.detail) == ("demandé 1\u202f234,5 SU, disponible 0,0 SU, "
+                                          "réservé 12,0 SU par 2 job(s) en attente ou en cours")
+    assert _in("en", refusal.detail).startswith("requested 1,234.5 SU, available 0.0 SU, ")

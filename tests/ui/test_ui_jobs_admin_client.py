@@ -201,8 +201,9 @@ def test_researcher_gets_404_on_admin_pages_and_on_another_members_job(
     status, page = submit_script(client, "globex/secret")
     assert status == 403, page
     assert 'class="error" role="alert"' in page
-    assert re.search(r"<li>Quota dépassé : demandé [0-9.]+ SU, disponible 0.000 SU, réservé ",
-                     html.unescape(page)), page
+    # its amounts written as French writes numbers (the API's: `0.000 SU`)
+    assert re.search(r"<li>Quota dépassé : demandé [0-9]+,[0-9]+ SU, disponible 0,0 SU, "
+                     r"réservé 0,0 SU ", html.unescape(page)), page
 
 
 @pytest.fixture
