@@ -81,10 +81,10 @@ class _PollRoute(APIRoute):
     is called with the path's job id and the request, from which it reads the credential and
     If-None-Match (openapi_extra documents them). FastAPI's solving, even of the path's id
     alone (a Response made and the id validated by pydantic for every poll), was a seventh of a
-    poll's CPU, and taking it out gave 15-20% more polls a second (py-spy on the workers and
-    bench/edge.py's If-None-Match load, before and after): the floor of issue 10 (5,000 polls
-    a second with If-None-Match on two workers) needs it. An id of another form goes to
-    FastAPI's handler, for its 422."""
+    poll's CPU (py-spy on the workers under wrk's If-None-Match load); taking it out gave a
+    fifth more polls a second (runs before and after interleaved, SQLite and PostgreSQL): the
+    floor of issue 10 (5,000 polls a second with If-None-Match on two workers) needs it. An id
+    of another form goes to FastAPI's handler, for its 422."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         solved = super().get_route_handler()
