@@ -41,12 +41,15 @@ class Sentence(str):
         return sentence
 
 
-def one_after_another(parts: Sequence[str]) -> str:
-    """Sentences one after the other, a space between them, each said on the pages in the
-    viewer's language (a Sentence)."""
+_SPACED = translatable("%(before)s %(after)s")
+
+
+def one_after_another(parts: Sequence[str], joint: str = _SPACED) -> str:
+    """Sentences one after the other, each said on the pages in the viewer's language (a
+    Sentence); `joint` puts two together (a space between them, unless another is given)."""
     said = parts[0]
     for part in parts[1:]:
-        said = Sentence("%(before)s %(after)s", before=said, after=part)
+        said = Sentence(joint, before=said, after=part)
     return said
 
 

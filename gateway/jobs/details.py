@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from consortium.texts import Sentence, translatable
+from consortium.texts import Sentence, one_after_another, translatable
 
 SUBMITTED = translatable("slurm id %(id)s")
 FOUND_BY_MARKER = translatable("found by its marker: slurm id %(id)s")
@@ -103,7 +103,4 @@ def _tasks(counts: str) -> Sentence | None:
         if found is None or found["state"] not in _TASK_COUNTS:
             return None
         parts.append(Sentence(_TASK_COUNTS[found["state"]], count=found["count"]))
-    listed = parts[0]
-    for part in parts[1:]:
-        listed = Sentence(_LISTED, before=listed, after=part)
-    return Sentence(TASKS, counts=listed)
+    return Sentence(TASKS, counts=one_after_another(parts, _LISTED))
