@@ -17,11 +17,12 @@ from quota_helpers import (
     job,
     settle_hours,
 )
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from consortium.errors import Conflict, InvalidInput, NotFound
+from gateway.db import Database
 from quotas import ledger, service
 from quotas.models import (
     Allocation,
@@ -251,9 +252,37 @@ def test_verify_catches_a_tampered_balance_row(session: Session) -> None:
                       ("held_msu", "open holds"): (0, 2000)}
 
 
-def test_hold_reads_balance_rows_and_never_the_ledger(session: Session) -> None:
-    from sqlalchemy import event
+def test_verify_reads_the_books_in_one_snapshot_while_a_job_settles(
+        fresh_database: Database) -> None:
+    """An admin verifies while the tracker settles a job: the settlement commits after
+    verify's first statement, and verify still reads entries, holds and balances of one
+    moment (on PostgreSQL, each statement of a transaction sees its own snapshot)."""
+    with fresh_database.transaction() as session:
+        member = make_member(session)
+        give(session, member, 10)
+        hold_hours(session, member, "j1", 2)
+    engine = fresh_database.engine
+    settled: list[int] = []
 
+    def settle_once(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if not settled and statement.startswith("SELECT") and "ledger_entries" in statement:
+            settled.append(0)  # verify's first read of the entries; the settlement's own
+            with fresh_database.transaction() as other:  # reads come after this line
+                settled[0] = settle_hours(other, "j1", 1).charge_msu
+
+    event.listen(engine, "after_cursor_execute", settle_once)
+    try:
+        with fresh_database.session() as verifying:
+            assert ledger.verify(verifying) == []
+    finally:
+        event.remove(engine, "after_cursor_execute", settle_once)
+    assert settled == [1000]  # it did settle in the middle
+    with fresh_database.session() as session:
+        assert ledger.verify(session) == []
+        assert ledger.verification(session).entries == 4  # grant, hold, release, charge
+
+
+def test_hold_reads_balance_rows_and_never_the_ledger(session: Session) -> None:
     member = make_member(session)
     give(session, member, 10)
     statements: list[str] = []
