@@ -155,6 +155,7 @@ async def push(
     accounting to push to; a member's identity on a cluster absent from it is an error."""
     def read_targets() -> list[LimitTarget]:
         with transaction() as session:
+            repository.one_snapshot(session)  # a limit sums balances and charges
             members = sorted(member_ids) if member_ids is not None else _members_to_push(
                 session, pending_only)
             return [t for member_id in members for t in targets(session, member_id, margin)]
@@ -244,6 +245,7 @@ async def drift(
     """Compare each member account's ledger charges and wanted limit with what Slurm holds."""
     def read_lines() -> list[tuple[LimitTarget, int]]:
         with transaction() as session:
+            repository.one_snapshot(session)
             members = sorted(member_ids) if member_ids is not None else _members_to_push(
                 session, pending_only=False)
             lines: list[tuple[LimitTarget, int]] = []

@@ -40,6 +40,15 @@ _ACTIVE_ALLOCATIONS = _locked(
     .order_by(Allocation.id))
 
 
+def one_snapshot(session: Session) -> None:
+    """Before the transaction's first statement: have all its reads see the database as of one
+    moment. PostgreSQL's READ COMMITTED gives each statement a snapshot of its own, so reads
+    that are summed together could see a settlement half (its charge but not its allocation's
+    balance); REPEATABLE READ keeps the first one. SQLite's transactions already read one."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def lock_active_allocations(session: Session, member_id: int) -> list[Allocation]:
     """The member's active allocations, locked in id order: the member-level lock of a hold."""
     return list(session.scalars(_ACTIVE_ALLOCATIONS, {"member_id": member_id}))

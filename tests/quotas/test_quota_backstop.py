@@ -4,17 +4,19 @@ expiry, pushed after commit through the sink, pending until a push succeeds."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 
 from factories import make_member
 from quota_fakes import FakeSink
 from quota_helpers import give, hold_hours, settle_hours
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from consortium.base import utcnow
 from gateway.db import Database
 from quotas import backstop, service
-from quotas.models import LimitSync
+from quotas.models import Hold, HoldState, LimitSync
 
 
 def account_of(session: Session, member_id: int) -> str:
@@ -91,6 +93,44 @@ def test_push_happens_after_commit_and_clears_the_outbox(fresh_database: Databas
         assert sync.pushed_billing_minutes == 3300
     # nothing pending any more: a second push does nothing
     assert asyncio.run(backstop.push(fresh_database.transaction, {"local": sink})) == []
+
+
+def test_a_settlement_committed_while_the_push_reads_is_seen_whole_or_not_at_all(
+        fresh_database: Database) -> None:
+    """The tracker settles a job between the push's read of the balances and its read of the
+    charges: a charge moves no limit, and the pushed limit must not move either (on
+    PostgreSQL, read in one snapshot; on SQLite the push's read holds the writers' lock, and
+    the settlement commits after it)."""
+    sink = FakeSink()
+    with fresh_database.transaction() as session:
+        member = make_member(session)
+        give(session, member, 100, overdraft_su=10)
+        hold_hours(session, member, "j1", 30)
+    settling: list[threading.Thread] = []
+
+    def settle() -> None:
+        with fresh_database.transaction() as other:
+            settle_hours(other, "j1", 20)
+
+    def settle_once(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if not settling and "FROM allocations" in statement:
+            settling.append(threading.Thread(target=settle))
+            settling[0].start()
+            settling[0].join(timeout=10 if fresh_database.dialect == "postgresql" else 0)
+
+    event.listen(fresh_database.engine, "after_cursor_execute", settle_once)
+    try:
+        [pushed] = asyncio.run(backstop.push(fresh_database.transaction, {"local": sink},
+                                             pending_only=False))
+    finally:
+        event.remove(fresh_database.engine, "after_cursor_execute", settle_once)
+        settling[0].join(timeout=30)
+    # 110 SU of ceiling + 11 of margin, 20 charged or not: 121 SU, 7260 billing-minutes
+    assert pushed.billing_minutes == 7260
+    with fresh_database.session() as session:
+        held = session.scalars(select(Hold).where(Hold.job_id == "j1")).one()
+        assert held.state == HoldState.settled  # it did settle meanwhile
+        assert backstop.targets(session, member.id)[0].limit_msu == 121_000
 
 
 def test_a_failed_push_stays_pending_with_its_error(fresh_database: Database) -> None:
