@@ -366,13 +366,27 @@ def run_database(name: str, url: str, tmp: Path, env: dict[str, str],
     return described, rows
 
 
-def report(sections: list[tuple[str, list[Row]]], started: datetime,
+def host_speed() -> float:
+    """CPU milliseconds of a fixed pure-Python loop (median of 5): the figures without a
+    baseline (CPU per submission, req/s) move with the host, which on a shared VM changes
+    from hour to hour; this says by how much between two reports."""
+    times = []
+    for _ in range(5):
+        started = time.process_time()
+        sum(i * i for i in range(1_000_000))
+        times.append(1000 * (time.process_time() - started))
+    return statistics.median(times)
+
+
+def report(sections: list[tuple[str, list[Row]]], started: datetime, speeds: list[float],
            args: argparse.Namespace) -> str:
     lines = [
         "# Edge benchmark (bench/edge.py)", "",
         f"Run {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average {loadavg()} at "
         f"the end; `hpcgw serve --workers {WORKERS}` on the Slurm test cluster (slurm_ssh), "
-        f"jobs running `true`; `-n {args.n} --burst {args.burst} --seconds {args.seconds}`.", "",
+        f"jobs running `true`; `-n {args.n} --burst {args.burst} --seconds {args.seconds}`. "
+        f"Host speed (`host_speed()`, CPU ms of a fixed Python loop, lower is faster): "
+        f"{speeds[0]:.0f} at the start, {speeds[-1]:.0f} at the end.", "",
     ]
     for described, rows in sections:
         lines += [f"## {described}", "",
@@ -398,7 +412,7 @@ def main() -> int:
     args = arguments()
     ensure_wrk()
     env = cluster_env()
-    started = datetime.now(UTC)
+    started, speeds = datetime.now(UTC), [host_speed()]
     sections = []
     for name in args.databases:
         with tempfile.TemporaryDirectory(prefix="hpcgw-edge-") as tmp_name:
@@ -409,7 +423,8 @@ def main() -> int:
             else:
                 with durable_postgresql(tmp) as server, database_url(tmp, server) as url:
                     sections.append(run_database("PostgreSQL", url, tmp, env, args))
-    args.report.write_text(report(sections, started, args))
+    speeds.append(host_speed())
+    args.report.write_text(report(sections, started, speeds, args))
     print(f"\nreport: {args.report}")
     return 0 if all(r.ok is not False for _, rows in sections for r in rows) else 1
 
