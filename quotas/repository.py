@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, ColumnExpressionArgument, Select, bindparam, func, select
+from sqlalchemy import (
+    ColumnElement,
+    ColumnExpressionArgument,
+    Connection,
+    Select,
+    bindparam,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from consortium.authz import Principal
@@ -44,9 +52,15 @@ def one_snapshot(session: Session) -> None:
     """Before the transaction's first statement: have all its reads see the database as of one
     moment. PostgreSQL's READ COMMITTED gives each statement a snapshot of its own, so reads
     that are summed together could see a settlement half (its charge but not its allocation's
-    balance); REPEATABLE READ keeps the first one. SQLite's transactions already read one."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    balance); REPEATABLE READ keeps the first one. SQLite's transactions already read one. A
+    session joined to a connection whose owner already began a transaction (the tests' rollback
+    fixture) reads at the level its owner chose."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    if isinstance(bind, Connection) and bind.in_transaction():
+        return
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
 def lock_active_allocations(session: Session, member_id: int) -> list[Allocation]:
