@@ -266,8 +266,8 @@ def test_verify_reads_the_books_in_one_snapshot_while_a_job_settles(
 
     def settle_once(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
         if not settled and statement.startswith("SELECT") and "ledger_entries" in statement:
-            settled.append(0)  # verify's first read of the entries; the settlement's own
-            with fresh_database.transaction() as other:  # reads come after this line
+            settled.append(0)  # before settling: its own reads must not settle again
+            with fresh_database.transaction() as other:
                 settled[0] = settle_hours(other, "j1", 1).charge_msu
 
     event.listen(engine, "after_cursor_execute", settle_once)
