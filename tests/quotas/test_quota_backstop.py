@@ -124,7 +124,8 @@ def test_a_settlement_committed_while_the_push_reads_is_seen_whole_or_not_at_all
                                              pending_only=False))
     finally:
         event.remove(fresh_database.engine, "after_cursor_execute", settle_once)
-        settling[0].join(timeout=30)
+        for thread in settling:
+            thread.join(timeout=30)
     # 110 SU of ceiling + 11 of margin, 20 charged or not: 121 SU, 7260 billing-minutes
     assert pushed.billing_minutes == 7260
     with fresh_database.session() as session:
